@@ -1,0 +1,646 @@
+/**
+ * Remote-access operations as they arrive over MQTT (SmartREST template 530
+ * and JSON `c8y_RemoteAccessConnect`), parsed into typed requests, and the
+ * status lines sent back (SmartREST 501-506). Pure code: no I/O, no logging,
+ * and no function here throws, whatever it is given.
+ *
+ * @module
+ */
+
+/** Name of the operation, used by the SmartREST by-name status templates. */
+const OPERATION = "c8y_RemoteAccessConnect";
+
+/** Longest reason sent to the cloud (characters, ellipsis included). */
+const MAX_REASON_CHARS = 250;
+/** Longest connection key accepted (it becomes one URL path segment). */
+const MAX_KEY_CHARS = 128;
+/** Longest device id accepted as an MQTT topic level. */
+const MAX_DEVICE_ID_CHARS = 1024;
+/** Longest operation id accepted (Cumulocity ids are decimal numbers). */
+const MAX_OPERATION_ID_DIGITS = 32;
+/** How much of an offending value a reason quotes. */
+const MAX_SHOWN_CHARS = 64;
+
+/**
+ * Identifies an operation well enough to report its status. `operationId`
+ * present => JSON path (504/505/506), absent => SmartREST by name
+ * (501/502/503). `key` is the connection key as received; it is only used to
+ * recognise a second delivery, and may be empty for a rejected JSON operation
+ * that carried none.
+ */
+export interface OperationRef {
+  readonly deviceId: string;
+  readonly key: string;
+  readonly operationId?: string;
+}
+
+/**
+ * A request that passed every check: `host` is a hostname (lowercased), an
+ * IPv4 address, or an IPv6 address in canonical RFC 5952 form without
+ * brackets; `port` is 1-65535; `key` is URL-path safe; `deviceId` is a valid
+ * MQTT topic level.
+ */
+export interface RemoteAccessRequest extends OperationRef {
+  readonly host: string;
+  readonly port: number;
+  readonly source: "smartrest" | "json";
+}
+
+/**
+ * What became of one operation record:
+ * - `request`: serve it;
+ * - `rejected`: identifiable but unservable: report executing, then
+ *   failed(reason);
+ * - `ignored`: cannot be identified, or not for us: log (quiet => debug
+ *   level) and drop, no status.
+ *
+ * Reasons never contain control characters: offending values are shown
+ * shortened and escaped.
+ */
+export type ParseOutcome =
+  | { readonly kind: "request"; readonly request: RemoteAccessRequest }
+  | {
+    readonly kind: "rejected";
+    readonly ref: OperationRef;
+    readonly reason: string;
+  }
+  | {
+    readonly kind: "ignored";
+    readonly reason: string;
+    readonly quiet: boolean;
+  };
+
+/** Status of an operation as reported to Cumulocity. */
+export type OperationStatus = "executing" | "successful" | "failed";
+
+/** Where status updates go: `<topicPrefix>/s/us[/<child id>]`. */
+export interface StatusTopics {
+  readonly topicPrefix: string;
+  readonly mainDeviceId: string;
+}
+
+// ---------------------------------------------------------------------------
+// CSV
+
+interface CsvRecord {
+  readonly fields: string[];
+  /** Set when the record is not well-formed CSV (fields are then a best effort). */
+  readonly problem: string | undefined;
+  /** The record's text, without its separator, for log lines. */
+  readonly text: string;
+}
+
+const COMMA = 0x2c;
+const QUOTE = 0x22;
+const LF = 0x0a;
+const CR = 0x0d;
+
+/** Whitespace that surrounds a field (not a record separator). */
+function isBlank(code: number): boolean {
+  return code !== LF && code !== CR && /\s/.test(String.fromCharCode(code));
+}
+
+function isFieldEnd(code: number): boolean {
+  return code === COMMA || code === LF || code === CR;
+}
+
+/** Index of the next `,`, `\r` or `\n` at or after `from`, or the length. */
+function nextFieldEnd(text: string, from: number): number {
+  let i = from;
+  while (i < text.length && !isFieldEnd(text.charCodeAt(i))) i++;
+  return i;
+}
+
+/** Reads a quoted field whose opening quote is at `open`. */
+function readQuoted(
+  text: string,
+  open: number,
+): { value: string; end: number; problem?: string } {
+  let value = "";
+  let from = open + 1;
+  for (;;) {
+    const quote = text.indexOf('"', from);
+    if (quote < 0) {
+      return {
+        value: value + text.slice(from),
+        end: text.length,
+        problem: "unterminated quoted field",
+      };
+    }
+    value += text.slice(from, quote);
+    if (text.charCodeAt(quote + 1) === QUOTE) {
+      value += '"';
+      from = quote + 2;
+      continue;
+    }
+    let end = quote + 1;
+    while (end < text.length && isBlank(text.charCodeAt(end))) end++;
+    if (end < text.length && !isFieldEnd(text.charCodeAt(end))) {
+      const stop = nextFieldEnd(text, end);
+      return {
+        value: value + text.slice(end, stop),
+        end: stop,
+        problem: "text after a closing quote",
+      };
+    }
+    return { value, end };
+  }
+}
+
+/** Splits text into CSV records, leniently, noting what is malformed. */
+function scanCsv(text: string): CsvRecord[] {
+  const records: CsvRecord[] = [];
+  let i = 0;
+  while (i < text.length) {
+    const start = i;
+    const fields: string[] = [];
+    let problem: string | undefined;
+    let quoted = false;
+    for (;;) {
+      let j = i;
+      while (j < text.length && isBlank(text.charCodeAt(j))) j++;
+      if (text.charCodeAt(j) === QUOTE) {
+        const field = readQuoted(text, j);
+        fields.push(field.value);
+        problem ??= field.problem;
+        quoted = true;
+        i = field.end;
+      } else {
+        const end = nextFieldEnd(text, i);
+        fields.push(text.slice(i, end).trim());
+        i = end;
+      }
+      if (text.charCodeAt(i) !== COMMA) break;
+      i++;
+    }
+    const recordEnd = i;
+    if (text.charCodeAt(i) === CR) i++;
+    if (
+      text.charCodeAt(i) === LF &&
+      (i === recordEnd || text.charCodeAt(i - 1) === CR)
+    ) i++;
+    const blank = !quoted && fields.length === 1 && fields[0] === "";
+    if (!blank) {
+      records.push({ fields, problem, text: text.slice(start, recordEnd) });
+    }
+  }
+  return records;
+}
+
+/**
+ * Parse CSV records (RFC 4180 style, as SmartREST uses: quoted fields, `""`
+ * escapes, quoted fields may contain commas and newlines; `\n`, `\r\n` or a
+ * lone `\r` separate records; whitespace around fields outside quotes is
+ * trimmed; blank lines are skipped). Lenient: malformed input (an unterminated
+ * quote, text after a closing quote) still yields a best-effort result.
+ */
+export function parseCsv(payload: string): string[][] {
+  if (typeof payload !== "string") return [];
+  return scanCsv(payload).map((record) => record.fields);
+}
+
+/** Control characters and line/paragraph separators: never sent or logged raw. */
+const UNSAFE_CHAR = /[\p{Cc}\p{Zl}\p{Zp}]/gu;
+const LONE_SURROGATE = /\p{Cs}/gu;
+
+/** Cuts text to at most `max` code units, ending in `…` when it was cut. */
+function cut(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let end = max - 1;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--; // do not split a surrogate pair
+  return text.slice(0, end) + "…";
+}
+
+/**
+ * CSV-quote one field for SmartREST: `"..."` with `""` for a quote. Control
+ * characters and line separators become spaces, lone surrogates U+FFFD, and
+ * the value is cut to 250 characters (ending in `…`), since it is meant for
+ * short values such as a failure reason shown in Cumulocity.
+ */
+export function csvField(value: string): string {
+  const clean = cut(
+    String(value).replace(UNSAFE_CHAR, " ").replace(LONE_SURROGATE, "\ufffd"),
+    MAX_REASON_CHARS,
+  );
+  return `"${clean.replaceAll('"', '""')}"`;
+}
+
+const ESCAPES: Readonly<Record<string, string>> = {
+  "\n": "\\n",
+  "\r": "\\r",
+  "\t": "\\t",
+  "\\": "\\\\",
+};
+/** Characters that shorten() escapes: controls, format (bidi) characters, separators, lone surrogates. */
+const LOG_UNSAFE = /[\\\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
+
+/**
+ * Shorten a payload for a log line: backslashes and control, format (bidi)
+ * and separator characters escaped (`\n`, `\u{202e}`), cut to `max` (default
+ * 200) characters with an ellipsis. Safe to log whatever the input.
+ */
+export function shorten(text: string, max = 200): string {
+  const limit = Number.isFinite(max) ? Math.max(1, Math.floor(max)) : 200;
+  const pieces: string[] = [];
+  let length = 0;
+  for (const char of String(text)) {
+    const piece = LOG_UNSAFE.test(char)
+      ? ESCAPES[char] ?? `\\u{${char.codePointAt(0)?.toString(16)}}`
+      : char;
+    pieces.push(piece);
+    length += piece.length;
+    if (length > limit) {
+      while (length > limit - 1) length -= pieces.pop()?.length ?? length;
+      return pieces.join("") + "…";
+    }
+  }
+  return pieces.join("");
+}
+
+/** A value quoted for a reason or a log line: `"..."`, shortened and escaped. */
+function show(value: string): string {
+  return `"${shorten(value, MAX_SHOWN_CHARS)}"`;
+}
+
+// ---------------------------------------------------------------------------
+// Validation shared by both paths
+
+/** Why `id` cannot be an MQTT topic level, or undefined when it can. */
+function deviceIdProblem(id: string): string | undefined {
+  if (id === "") return "empty device id";
+  if (id.length > MAX_DEVICE_ID_CHARS) {
+    return `device id longer than ${MAX_DEVICE_ID_CHARS} characters`;
+  }
+  // MQTT forbids NUL and lone surrogates in topics; / + # change its meaning;
+  // controls and non-characters are discouraged by the spec and only confuse.
+  if (/[/+#\p{Cc}\p{Cs}\p{Zl}\p{Zp}\ufdd0-\ufdef\ufffe\uffff]/u.test(id)) {
+    return `device id ${
+      show(id)
+    } cannot be an MQTT topic level (no / + # or control characters allowed)`;
+  }
+  return undefined;
+}
+
+function isIPv4(host: string): boolean {
+  const parts = host.split(".");
+  return parts.length === 4 &&
+    parts.every((part) =>
+      /^(0|[1-9][0-9]{0,2})$/.test(part) && Number(part) <= 255
+    );
+}
+
+/** The 8 groups of an IPv6 address (hex, optional embedded IPv4), or undefined. */
+function ipv6Groups(host: string): number[] | undefined {
+  if (!/^[0-9A-Fa-f:.]+$/.test(host)) return undefined;
+  const halves = host.split("::");
+  if (halves.length > 2) return undefined;
+  const parse = (
+    half: string | undefined,
+    allowIPv4: boolean,
+  ): number[] | undefined => {
+    if (half === undefined || half === "") return [];
+    const groups: number[] = [];
+    const parts = half.split(":");
+    for (const [index, part] of parts.entries()) {
+      if (allowIPv4 && index === parts.length - 1 && part.includes(".")) {
+        if (!isIPv4(part)) return undefined;
+        const [a = 0, b = 0, c = 0, d = 0] = part.split(".").map(Number);
+        groups.push(a * 256 + b, c * 256 + d);
+      } else if (/^[0-9A-Fa-f]{1,4}$/.test(part)) {
+        groups.push(parseInt(part, 16));
+      } else {
+        return undefined;
+      }
+    }
+    return groups;
+  };
+  const compressed = halves.length === 2;
+  const head = parse(halves[0], !compressed);
+  const tail = parse(halves[1], true);
+  if (head === undefined || tail === undefined) return undefined;
+  const present = head.length + tail.length;
+  if (compressed ? present > 7 : present !== 8) return undefined;
+  return [...head, ...Array<number>(8 - present).fill(0), ...tail];
+}
+
+/** RFC 5952 text of an IPv6 address: lowercase, no leading zeros, longest zero run as `::`. */
+function formatIPv6(groups: readonly number[]): string {
+  let best = -1;
+  let bestLength = 1;
+  for (let i = 0; i < groups.length;) {
+    let j = i;
+    while (j < groups.length && groups[j] === 0) j++;
+    if (j - i > bestLength) [best, bestLength] = [i, j - i];
+    i = j > i ? j : i + 1;
+  }
+  const hex = groups.map((group) => group.toString(16));
+  if (best < 0) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${
+    hex.slice(best + bestLength).join(":")
+  }`;
+}
+
+const HOST_EXPECTED = "expected a hostname, IPv4 address or IPv6 address";
+
+/** The host normalized for connecting, or a reason why it cannot be used. */
+function checkHost(raw: string): { host: string } | { reason: string } {
+  if (raw === "") return { reason: "empty host in request" };
+  const bracketed = raw.startsWith("[") && raw.endsWith("]");
+  const inner = bracketed ? raw.slice(1, -1) : raw;
+  if (bracketed || inner.includes(":")) {
+    const groups = ipv6Groups(inner);
+    return groups
+      ? { host: formatIPv6(groups) }
+      : { reason: `invalid host ${show(raw)}: ${HOST_EXPECTED}` };
+  }
+  if (isIPv4(inner)) return { host: inner };
+  if (inner.endsWith(".")) {
+    return {
+      reason: `invalid host ${show(raw)}: write it without the trailing dot`,
+    };
+  }
+  const labels = inner.split(".");
+  const last = labels[labels.length - 1] ?? "";
+  // A numeric last label makes resolvers read the whole name as an IPv4
+  // address (`0x7f.1`, `127.1`): accept only plain dotted quads as addresses.
+  const numeric = /^([0-9]+|0x[0-9a-f]*)$/i.test(last);
+  const valid = inner.length <= 253 && !numeric &&
+    labels.every((label) =>
+      /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(label)
+    );
+  return valid
+    ? { host: inner.toLowerCase() }
+    : { reason: `invalid host ${show(raw)}: ${HOST_EXPECTED}` };
+}
+
+/** The port as a number, or a reason naming the request's target. */
+function checkPort(
+  raw: string | number,
+  host: string,
+): { port: number } | { reason: string } {
+  const port = typeof raw === "number"
+    ? raw
+    : /^[0-9]{1,10}$/.test(raw)
+    ? Number(raw)
+    : NaN;
+  if (Number.isInteger(port) && port >= 1 && port <= 65535) return { port };
+  const shown = typeof raw === "number" ? String(raw) : show(raw);
+  return { reason: `invalid port ${shown} for host ${host}: expected 1-65535` };
+}
+
+/** Why a connection key cannot go into the URL path, or undefined when it can. */
+function keyProblem(key: string): string | undefined {
+  if (
+    key.length <= MAX_KEY_CHARS && /^[A-Za-z0-9._~-]+$/.test(key) &&
+    /[A-Za-z0-9]/.test(key)
+  ) return undefined;
+  return `invalid connection key ${
+    show(key)
+  }: expected 1-${MAX_KEY_CHARS} characters of A-Z a-z 0-9 . _ ~ - ` +
+    "including a letter or digit";
+}
+
+/** Validates host, port and key of an identified operation. */
+function toOutcome(
+  ref: OperationRef,
+  rawHost: string,
+  rawPort: string | number,
+  source: RemoteAccessRequest["source"],
+): ParseOutcome {
+  const reject = (reason: string): ParseOutcome => ({
+    kind: "rejected",
+    ref,
+    reason,
+  });
+  const host = checkHost(rawHost);
+  if ("reason" in host) return reject(host.reason);
+  const port = checkPort(
+    rawPort,
+    host.host.includes(":") ? `[${host.host}]` : host.host,
+  );
+  if ("reason" in port) return reject(port.reason);
+  const badKey = keyProblem(ref.key);
+  if (badKey !== undefined) return reject(badKey);
+  return {
+    kind: "request",
+    request: { ...ref, host: host.host, port: port.port, source },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// SmartREST 530
+
+function ignored(reason: string, quiet: boolean): ParseOutcome {
+  return { kind: "ignored", reason, quiet };
+}
+
+function parse530(record: CsvRecord): ParseOutcome {
+  const shown = show(record.text);
+  if (record.problem !== undefined) {
+    return ignored(`malformed 530 record (${record.problem}): ${shown}`, false);
+  }
+  const [, deviceId = "", host = "", port = "", key = ""] = record.fields;
+  const badDevice = deviceIdProblem(deviceId);
+  if (badDevice !== undefined) {
+    return ignored(`530 record with ${badDevice}: ${shown}`, false);
+  }
+  if (key === "") {
+    return ignored(`530 record without a connection key: ${shown}`, false);
+  }
+  const ref: OperationRef = { deviceId, key };
+  if (record.fields.length !== 5) {
+    return {
+      kind: "rejected",
+      ref,
+      reason:
+        `malformed request: ${record.fields.length} fields instead of 5 (530,device,host,port,key)`,
+    };
+  }
+  return toOutcome(ref, host, port, "smartrest");
+}
+
+/**
+ * One MQTT payload from `<prefix>/s/ds`: may hold several CSV records (`\n` or
+ * `\r\n` separated); returns one outcome per 530 record
+ * (`530,<device external id>,<host>,<port>,<connection key>`) plus ignored
+ * outcomes for the rest (quiet for other templates, loud for garbage). Blank
+ * lines yield nothing.
+ */
+export function parseSmartRest(payload: string): ParseOutcome[] {
+  if (typeof payload !== "string") {
+    return [ignored("SmartREST payload is not text", false)];
+  }
+  return scanCsv(payload).map((record) => {
+    const template = record.fields[0] ?? "";
+    if (template === "530") return parse530(record);
+    if (/^[0-9]{1,5}$/.test(template)) {
+      return ignored(
+        `SmartREST template ${template} is not a remote access request`,
+        true,
+      );
+    }
+    return ignored(`not a SmartREST record: ${show(record.text)}`, false);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// JSON c8y_RemoteAccessConnect
+
+type JsonObject = { readonly [key: string]: unknown };
+
+function isObject(value: unknown): value is JsonObject {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function member(object: unknown, key: string): unknown {
+  return isObject(object) && Object.hasOwn(object, key)
+    ? object[key]
+    : undefined;
+}
+
+function showJson(value: unknown): string {
+  return value === undefined
+    ? "missing"
+    : shorten(JSON.stringify(value) ?? String(value), MAX_SHOWN_CHARS);
+}
+
+const OPERATION_ID = new RegExp(`^[0-9]{1,${MAX_OPERATION_ID_DIGITS}}$`);
+
+/** The operation id as decimal text, or undefined when it cannot go into a CSV status line. */
+function operationId(value: unknown): string | undefined {
+  if (typeof value === "number") {
+    return Number.isSafeInteger(value) && value >= 0
+      ? String(value)
+      : undefined;
+  }
+  if (typeof value === "string" && OPERATION_ID.test(value)) return value;
+  return undefined;
+}
+
+/**
+ * One payload from `<prefix>/devicecontrol/notifications`. Invalid JSON, a
+ * non-object, a missing or non-numeric `id` or an unusable
+ * `externalSource.externalId` -> ignored, loud (no status can be sent);
+ * other operations (no `c8y_RemoteAccessConnect`) -> ignored, quiet.
+ * `port` may be a number or a numeric string.
+ */
+export function parseJsonOperation(payload: string): ParseOutcome {
+  if (typeof payload !== "string") {
+    return ignored("JSON operation payload is not text", false);
+  }
+  let operation: unknown;
+  try {
+    operation = JSON.parse(payload);
+  } catch {
+    return ignored(`invalid JSON operation: ${show(payload)}`, false);
+  }
+  if (!isObject(operation)) {
+    return ignored(`JSON operation is not an object: ${show(payload)}`, false);
+  }
+  if (!Object.hasOwn(operation, OPERATION)) {
+    return ignored(
+      `JSON operation (id ${showJson(operation.id)}) is not ${OPERATION}`,
+      true,
+    );
+  }
+  const id = operationId(operation.id);
+  if (id === undefined) {
+    return ignored(
+      `${OPERATION} with invalid id ${
+        showJson(operation.id)
+      }: expected decimal digits`,
+      false,
+    );
+  }
+  const externalId = member(operation.externalSource, "externalId");
+  if (typeof externalId !== "string") {
+    return ignored(
+      `${OPERATION} ${id} has no externalSource.externalId: cannot choose the status topic`,
+      false,
+    );
+  }
+  const badDevice = deviceIdProblem(externalId);
+  if (badDevice !== undefined) {
+    return ignored(`${OPERATION} ${id} with ${badDevice}`, false);
+  }
+
+  const params = operation[OPERATION];
+  const key = member(params, "connectionKey");
+  const ref: OperationRef = {
+    deviceId: externalId,
+    key: typeof key === "string" ? key : "",
+    operationId: id,
+  };
+  const reject = (reason: string): ParseOutcome => ({
+    kind: "rejected",
+    ref,
+    reason,
+  });
+  if (!isObject(params)) {
+    return reject(`malformed request: ${OPERATION} is not an object`);
+  }
+  const host = member(params, "hostname");
+  if (typeof host !== "string") {
+    return reject(
+      host === undefined
+        ? "empty host in request"
+        : `invalid host ${showJson(host)}: ${HOST_EXPECTED}`,
+    );
+  }
+  const port = member(params, "port");
+  if (typeof port !== "number" && typeof port !== "string") {
+    const checked = checkHost(host);
+    if ("reason" in checked) return reject(checked.reason);
+    return reject(
+      `invalid port ${
+        showJson(port)
+      } for host ${checked.host}: expected 1-65535`,
+    );
+  }
+  if (typeof key !== "string") {
+    return reject(`invalid connection key ${showJson(key)}: expected a string`);
+  }
+  return toOutcome(ref, host, port, "json");
+}
+
+// ---------------------------------------------------------------------------
+// Status
+
+/** The operation id as a CSV field: bare when it is plain digits (as the parser guarantees). */
+function idField(id: string): string {
+  return /^[0-9]+$/.test(id) ? id : csvField(id);
+}
+
+/**
+ * Topic + payload of one status update: `<prefix>/s/us` for the main device,
+ * `<prefix>/s/us/<child id>` for a child. By name (501/503/502) when the ref
+ * has no operation id, by id (504/506/505) otherwise; a failure always
+ * carries a quoted reason.
+ */
+export function statusMessage(
+  ref: OperationRef,
+  status: OperationStatus,
+  topics: StatusTopics,
+  reason?: string,
+): { readonly topic: string; readonly payload: string } {
+  const base = `${topics.topicPrefix}/s/us`;
+  const topic = ref.deviceId === topics.mainDeviceId
+    ? base
+    : `${base}/${ref.deviceId}`;
+  const target = ref.operationId === undefined
+    ? OPERATION
+    : idField(ref.operationId);
+  const byId = ref.operationId !== undefined;
+  const why = csvField(
+    reason === undefined || reason.trim() === ""
+      ? "remote access failed"
+      : reason,
+  );
+  const payload = status === "executing"
+    ? `${byId ? 504 : 501},${target}`
+    : status === "successful"
+    ? `${byId ? 506 : 503},${target}`
+    : `${byId ? 505 : 502},${target},${why}`;
+  return { topic, payload };
+}
