@@ -1,0 +1,124 @@
+/**
+ * The command line: parses arguments and runs one command (DESIGN.md §2).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { type Config, ConfigError, loadConfig } from "./config.ts";
+import { setupLogging } from "./log.ts";
+import { Agent } from "./agent.ts";
+import denoJson from "../deno.json" with { type: "json" };
+
+/** The agent's version, from deno.json. */
+export const VERSION: string = denoJson.version;
+
+const USAGE =
+  `c8y-tunnel ${VERSION} — Cumulocity Cloud Remote Access agent for thin-edge.io
+
+Usage:
+  c8y-tunnel run     [--config FILE]          daemon: MQTT listener + tunnels
+  c8y-tunnel connect [--config FILE] "530,…"  one session (thin-edge operation plugin)
+  c8y-tunnel init    [--config FILE] [--daemon]  write the thin-edge operation file
+  c8y-tunnel cleanup [--config FILE]          remove it
+  c8y-tunnel check   [--config FILE]          validate config, try broker and cloud
+  c8y-tunnel demo                             embedded broker + cloud simulator + agent
+  c8y-tunnel --help | --version
+
+The config file defaults to /etc/c8y-tunnel/config.toml (env C8Y_TUNNEL_CONFIG);
+missing values come from /etc/tedge/tedge.toml.
+`;
+
+/** What the process should exit with. */
+export type ExitCode = 0 | 1 | 2;
+
+/** Runtime hooks the CLI needs from main.ts (signals), injectable for tests. */
+export interface CliHost {
+  /** Resolves when SIGTERM or SIGINT arrives. */
+  readonly shutdownRequested: Promise<string>;
+  readonly env: (name: string) => string | undefined;
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+}
+
+async function configFrom(
+  path: string | undefined,
+  host: CliHost,
+): Promise<Config> {
+  return await loadConfig({
+    ...(path !== undefined ? { path } : {}),
+    env: host.env,
+  });
+}
+
+/** Runs the daemon until a shutdown signal, then closes everything within 5 s. */
+async function runDaemon(config: Config, host: CliHost): Promise<ExitCode> {
+  const agent = new Agent(config);
+  const signal = await host.shutdownRequested;
+  host.stderr(`received ${signal}, closing sessions\n`);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<"timeout">((resolve) =>
+    timer = setTimeout(() => resolve("timeout"), 4500)
+  );
+  const result = await Promise.race([
+    agent.close().then(() => "done" as const),
+    deadline,
+  ]);
+  clearTimeout(timer);
+  if (result === "timeout") {
+    host.stderr("shutdown took longer than 4.5 s; exiting anyway\n");
+  }
+  return 0;
+}
+
+/** Parses `args` and runs the command; returns the exit code. */
+export async function runCli(
+  args: readonly string[],
+  host: CliHost,
+): Promise<ExitCode> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c" },
+        daemon: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (error) {
+    host.stderr(
+      `${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`,
+    );
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    host.stdout(`c8y-tunnel ${VERSION}\n`);
+    return 0;
+  }
+  const command = positionals[0];
+  if (values.help || command === undefined || command === "help") {
+    host.stdout(USAGE);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  try {
+    switch (command) {
+      case "run": {
+        const config = await configFrom(values.config, host);
+        setupLogging(config.log);
+        return await runDaemon(config, host);
+      }
+      default:
+        host.stderr(`unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      host.stderr(`c8y-tunnel: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}

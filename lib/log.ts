@@ -1,0 +1,78 @@
+/**
+ * Logging set-up: one category tree under "c8y-tunnel", written to stderr as
+ * text or JSON lines at the configured level. Modules take their logger with
+ * {@linkcode logger}; nothing here ever formats a data chunk.
+ *
+ * @module
+ */
+import {
+  configureSync,
+  getJsonLinesFormatter,
+  getLogger,
+  getTextFormatter,
+  type Logger,
+  type LogRecord,
+  resetSync,
+  type Sink,
+} from "@logtape/logtape";
+
+/** Config log level names (DESIGN.md §2). */
+export type LevelName = "debug" | "info" | "warn" | "error";
+export type { Logger };
+
+const LEVELS = {
+  debug: "debug",
+  info: "info",
+  warn: "warning",
+  error: "error",
+} as const;
+
+/** Where log lines go; stderr unless a test captures them. */
+export type LineWriter = (line: string) => void;
+
+const encoder = new TextEncoder();
+const stderrWriter: LineWriter = (line) => {
+  try {
+    Deno.stderr.writeSync(encoder.encode(line));
+  } catch {
+    // stderr closed (detached process): nothing sensible left to do.
+  }
+};
+
+/** Configures logging once per process (calling again replaces the set-up). */
+export function setupLogging(
+  options: {
+    readonly level: LevelName;
+    readonly format: "text" | "json";
+    readonly write?: LineWriter;
+  },
+): void {
+  const write = options.write ?? stderrWriter;
+  const formatter = options.format === "json"
+    ? getJsonLinesFormatter()
+    : getTextFormatter({ timestamp: "date-time-timezone" });
+  const sink: Sink = (record: LogRecord) => write(formatter(record));
+  resetSync();
+  configureSync({
+    reset: true,
+    sinks: { out: sink },
+    loggers: [
+      {
+        category: ["c8y-tunnel"],
+        lowestLevel: LEVELS[options.level],
+        sinks: ["out"],
+      },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["out"] },
+    ],
+  });
+}
+
+/** A logger under the agent's category tree, e.g. `logger("mqtt")`. */
+export function logger(...category: string[]): Logger {
+  return getLogger(["c8y-tunnel", ...category]);
+}
+
+/** Shortens a connection key for log lines: enough to correlate, not to reuse. */
+export function shortKey(key: string): string {
+  return key.length <= 8 ? key : `${key.slice(0, 8)}…`;
+}

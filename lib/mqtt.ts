@@ -1,0 +1,308 @@
+/**
+ * The connection to the local MQTT broker (thin-edge's mosquitto): request
+ * subscriptions, status publishing, health, and the JWT exchange. Reconnects
+ * with capped backoff and subscribes again after every connect; sessions
+ * never depend on it once they are open.
+ *
+ * @module
+ */
+import mqtt from "mqtt";
+import type { Config } from "./config.ts";
+import type { Logger } from "./log.ts";
+
+/** A message from a subscribed topic. */
+export type MessageHandler = (topic: string, payload: string) => void;
+
+/** Topics the agent uses, derived once from the config. */
+export interface Topics {
+  readonly smartRestIn: string;
+  readonly operationsIn: string;
+  readonly jwtRequest: string;
+  readonly jwtResponse: string;
+  readonly health: string;
+  readonly service: string;
+}
+
+/** Builds the topic names from the config (DESIGN.md §1.1-1.3). */
+export function topicsFor(config: Config): Topics {
+  const prefix = config.mqtt.topicPrefix;
+  const service =
+    `${config.health.topicRoot}/device/main/service/${config.health.serviceName}`;
+  return {
+    smartRestIn: `${prefix}/s/ds`,
+    operationsIn: `${prefix}/devicecontrol/notifications`,
+    jwtRequest: `${prefix}/s/uat`,
+    jwtResponse: `${prefix}/s/dat`,
+    health: `${service}/status/health`,
+    service,
+  };
+}
+
+/** Backoff between reconnect attempts: doubles from 0.5 s, capped at 30 s, reset after a connect. */
+export const RECONNECT_MIN_MS = 500;
+export const RECONNECT_MAX_MS = 30_000;
+
+/** Seconds of validity a cached JWT must have left to be reused. */
+const JWT_MARGIN_S = 60;
+
+/** Reads `exp` (unix seconds) from a JWT's payload without verifying it; null when absent. */
+export function jwtExpiry(token: string): number | null {
+  const part = token.split(".")[1];
+  if (!part) return null;
+  try {
+    const json = atob(
+      part.replace(/-/g, "+").replace(/_/g, "/").padEnd(
+        part.length + (4 - part.length % 4) % 4,
+        "=",
+      ),
+    );
+    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Options of {@linkcode MqttLink.connect}. */
+export interface MqttLinkOptions {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly onMessage: MessageHandler;
+  /** Publish health and service registration (daemon mode). */
+  readonly health: boolean;
+  /** Subscribe to operation topics (daemon mode); `connect` only needs the JWT. */
+  readonly operations: boolean;
+  /** Wall clock in unix seconds, for JWT expiry; tests may fake it. */
+  readonly nowSeconds?: () => number;
+}
+
+/** The agent's broker connection. */
+export class MqttLink implements AsyncDisposable {
+  readonly topics: Topics;
+  readonly #client: mqtt.MqttClient;
+  readonly #options: MqttLinkOptions;
+  readonly #decoder = new TextDecoder();
+  #jwtWaiters = new Set<(token: string) => void>();
+  #jwt: { token: string; exp: number | null } | undefined;
+  #ready: Promise<void>;
+  #markReady: () => void = () => {};
+  #closing = false;
+
+  private constructor(options: MqttLinkOptions) {
+    this.#options = options;
+    this.topics = topicsFor(options.config);
+    this.#ready = new Promise((resolve) => this.#markReady = resolve);
+    const { mqtt: settings } = options.config;
+    this.#client = mqtt.connect({
+      host: settings.host,
+      port: settings.port,
+      protocol: "mqtt",
+      clientId: settings.clientId,
+      clean: true,
+      keepalive: 60,
+      resubscribe: false,
+      reconnectPeriod: RECONNECT_MIN_MS,
+      connectTimeout: 10_000,
+      ...(options.health
+        ? {
+          will: {
+            topic: this.topics.health,
+            payload: new TextEncoder().encode(
+              JSON.stringify({ status: "down" }),
+            ) as never,
+            qos: 1 as const,
+            retain: true,
+          },
+        }
+        : {}),
+    });
+    this.#client.on("connect", () => this.#onConnect());
+    this.#client.on("close", () => this.#onClose());
+    this.#client.on("error", (error) => {
+      options.log.warn("MQTT broker {broker}: {error}", {
+        broker: `${settings.host}:${settings.port}`,
+        error: error.message,
+      });
+    });
+    this.#client.on(
+      "message",
+      (topic, payload) => this.#onMessage(topic, payload),
+    );
+  }
+
+  /** Starts connecting (in the background; it retries until closed). */
+  static connect(options: MqttLinkOptions): MqttLink {
+    return new MqttLink(options);
+  }
+
+  /** Settles after the first connect whose subscriptions were acknowledged. */
+  get ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  /** True while connected to the broker. */
+  get connected(): boolean {
+    return this.#client.connected;
+  }
+
+  async #onConnect(): Promise<void> {
+    const { log, config } = this.#options;
+    this.#client.options.reconnectPeriod = RECONNECT_MIN_MS;
+    const topics: string[] = [];
+    if (this.#options.operations) {
+      topics.push(this.topics.smartRestIn, this.topics.operationsIn);
+    }
+    if (config.c8y.auth === "jwt") topics.push(this.topics.jwtResponse);
+    try {
+      if (topics.length > 0) {
+        await this.#client.subscribeAsync(topics, { qos: 1 });
+      }
+      if (this.#options.health) {
+        await this.#client.publishAsync(
+          this.topics.service,
+          JSON.stringify({
+            "@type": "service",
+            name: config.health.serviceName,
+            type: "service",
+          }),
+          { qos: 1, retain: true },
+        );
+        await this.#publishHealth("up");
+      }
+    } catch (error) {
+      if (!this.#closing) {
+        log.warn("MQTT subscribe after connect failed: {error}", {
+          error: String(error),
+        });
+      }
+      return;
+    }
+    log.info("MQTT connected to {broker}, listening on {topics}", {
+      broker: `${config.mqtt.host}:${config.mqtt.port}`,
+      topics: topics.join(", "),
+    });
+    this.#markReady();
+  }
+
+  #onClose(): void {
+    if (this.#closing) return;
+    const period = this.#client.options.reconnectPeriod ?? RECONNECT_MIN_MS;
+    this.#client.options.reconnectPeriod = Math.min(
+      period * 2,
+      RECONNECT_MAX_MS,
+    );
+    this.#options.log.info(
+      "MQTT connection to {broker} lost; retrying in {seconds} s",
+      {
+        broker:
+          `${this.#options.config.mqtt.host}:${this.#options.config.mqtt.port}`,
+        seconds: period / 1000,
+      },
+    );
+  }
+
+  #onMessage(topic: string, payload: Uint8Array): void {
+    const text = this.#decoder.decode(payload);
+    if (topic === this.topics.jwtResponse) {
+      this.#onJwtMessage(text);
+      return;
+    }
+    try {
+      this.#options.onMessage(topic, text);
+    } catch (error) {
+      this.#options.log.error("handling a message on {topic} failed: {error}", {
+        topic,
+        error: String(error),
+      });
+    }
+  }
+
+  #onJwtMessage(text: string): void {
+    const line = text.trim();
+    if (!line.startsWith("71,")) return;
+    const token = line.slice(3).replace(/^"|"$/g, "");
+    if (token === "") return;
+    this.#jwt = { token, exp: jwtExpiry(token) };
+    const waiters = this.#jwtWaiters;
+    this.#jwtWaiters = new Set();
+    for (const resolve of waiters) resolve(token);
+  }
+
+  async #publishHealth(status: "up" | "down"): Promise<void> {
+    const nowS = (this.#options.nowSeconds ?? (() => Date.now() / 1000))();
+    const body = status === "up"
+      ? { status, pid: Deno.pid, time: Math.floor(nowS) }
+      : { status };
+    await this.#client.publishAsync(this.topics.health, JSON.stringify(body), {
+      qos: 1,
+      retain: true,
+    });
+  }
+
+  /** Publishes one message (QoS 1; queued while the broker is away). */
+  async publish(topic: string, payload: string): Promise<void> {
+    await this.#client.publishAsync(topic, payload, { qos: 1 });
+  }
+
+  /**
+   * A JWT for the cloud leg, from the thin-edge bridge (`<prefix>/s/uat` ->
+   * `71,<token>`). A cached token is reused while it has more than a minute
+   * left; concurrent callers share one request. Rejects with a message
+   * naming `c8y.jwt_timeout` when none arrives in time.
+   */
+  async requestJwt(signal: AbortSignal): Promise<string> {
+    const nowS = (this.#options.nowSeconds ?? (() => Date.now() / 1000))();
+    const cached = this.#jwt;
+    if (cached && cached.exp !== null && cached.exp - JWT_MARGIN_S > nowS) {
+      return cached.token;
+    }
+    signal.throwIfAborted();
+    const timeoutMs = this.#options.config.c8y.jwtTimeoutMs;
+    const first = this.#jwtWaiters.size === 0;
+    let resolveToken: (token: string) => void = () => {};
+    const token = new Promise<string>((resolve) => resolveToken = resolve);
+    this.#jwtWaiters.add(resolveToken);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort = () => {};
+    const failed = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(
+          new Error(
+            `no JWT from the thin-edge bridge within ${
+              timeoutMs / 1000
+            } s (c8y.jwt_timeout): is tedge-mapper-c8y running and connected?`,
+          ),
+        );
+      }, timeoutMs);
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      if (first) {
+        this.publish(this.topics.jwtRequest, "").catch(() => {});
+      }
+      return await Promise.race([token, failed]);
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+      this.#jwtWaiters.delete(resolveToken);
+    }
+  }
+
+  /** Publishes health `down` (daemon mode) and disconnects; idempotent. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    if (this.#options.health && this.#client.connected) {
+      await Promise.race([
+        this.#publishHealth("down").catch(() => {}),
+        new Promise((resolve) => setTimeout(resolve, 1000)),
+      ]);
+    }
+    await this.#client.endAsync(!this.#client.connected);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * c8y-tunnel entry point: `deno run <permissions> main.ts <command> …`.
+ * Parses the command line, wires signals, runs the command, exits.
+ *
+ * @module
+ */
+import { runCli } from "./lib/cli.ts";
+
+if (import.meta.main) {
+  const encoder = new TextEncoder();
+  const shutdownRequested = new Promise<string>((resolve) => {
+    for (const name of ["SIGTERM", "SIGINT"] as const) {
+      Deno.addSignalListener(name, () => resolve(name));
+    }
+  });
+  const code = await runCli(Deno.args, {
+    shutdownRequested,
+    env: (name) => Deno.env.get(name),
+    stdout: (text) => Deno.stdout.writeSync(encoder.encode(text)),
+    stderr: (text) => Deno.stderr.writeSync(encoder.encode(text)),
+  });
+  Deno.exit(code);
+}
