@@ -16,8 +16,11 @@ export interface CloudLeg {
   readonly protocol: string;
   /** Settles when the WebSocket is closed, either way; never rejects. */
   readonly closed: Promise<{ readonly code: number; readonly reason: string }>;
-  /** Sends a close frame (once) and releases the socket. */
-  close(code?: number, reason?: string): void;
+  /**
+   * Sends a close frame (once) and releases the socket. Deno 2.9.6 drops the
+   * code from a close frame whose reason is empty, so give a reason.
+   */
+  close(code: number, reason: string): void;
 }
 
 /** Opens a WebSocket to `url`; injectable so tests can add faults. */
@@ -116,7 +119,11 @@ export const openWebSocketStream: OpenCloudLeg = async (url, options) => {
     );
   }
   const closed = stream.closed.then(
-    (info) => ({ code: info.code ?? 1005, reason: info.reason ?? "" }),
+    // The runtime resolves with `closeCode` (as the spec says), typed as `code`.
+    (info) => ({
+      code: (info as { closeCode?: number }).closeCode ?? info.code ?? 1005,
+      reason: info.reason ?? "",
+    }),
     () => ({ code: 1006, reason: "connection lost" }),
   );
   try {
@@ -127,7 +134,7 @@ export const openWebSocketStream: OpenCloudLeg = async (url, options) => {
       writable: opened.writable as WritableStream<Uint8Array>,
       protocol: opened.protocol,
       closed,
-      close(code = 1000, reason = "") {
+      close(code, reason) {
         if (closing) return;
         closing = true;
         try {

@@ -128,7 +128,9 @@ export async function pump(
   const end = await Promise.race([up, down, aborted]);
   options.signal.removeEventListener("abort", onAbort);
   // Whatever ended first has delivered what it read; now end both legs.
-  cloud.close(end.by === "session" ? 1001 : 1000);
+  if (end.by === "session") cloud.close(1001, "session closed by the device");
+  else if (end.by === "target") cloud.close(1000, "target closed");
+  else cloud.close(1000, "closed");
   try {
     tcp.close();
   } catch {

@@ -79,8 +79,14 @@ export interface TunnelSummary {
   readonly toTarget: number;
 }
 
+/** The connect timer fired; `pending` says which legs were still connecting. */
 class ConnectTimeout extends Error {
   override name = "ConnectTimeout";
+  readonly pending: { readonly target: boolean; readonly cloud: boolean };
+  constructor(pending: { readonly target: boolean; readonly cloud: boolean }) {
+    super("connect timeout");
+    this.pending = pending;
+  }
 }
 
 function errorText(error: unknown): string {
@@ -189,11 +195,11 @@ export class Tunnel implements AsyncDisposable {
     this.#abort.signal.addEventListener("abort", onSessionAbort, {
       once: true,
     });
+    const pending = { target: true, cloud: true };
     const timer = this.#timer(
       this.#limits.connectTimeoutMs,
-      () => connect.abort(new ConnectTimeout()),
+      () => connect.abort(new ConnectTimeout({ ...pending })),
     );
-    const pending = { target: true, cloud: true };
     const tcpAttempt = this.#deps.dial(
       this.target.host,
       this.target.port,
@@ -219,8 +225,10 @@ export class Tunnel implements AsyncDisposable {
       return { ok: true };
     }
     if (tcp.status === "fulfilled") tcp.value.close();
-    if (cloud.status === "fulfilled") cloud.value.close(1001);
-    const reason = this.#connectFailure(tcp, cloud, pending);
+    if (cloud.status === "fulfilled") {
+      cloud.value.close(1001, "target unreachable");
+    }
+    const reason = this.#connectFailure(tcp, cloud);
     this.#enter({ name: "failed", reason });
     return { ok: false, reason };
   }
@@ -228,21 +236,21 @@ export class Tunnel implements AsyncDisposable {
   #connectFailure(
     tcp: PromiseSettledResult<unknown>,
     cloud: PromiseSettledResult<unknown>,
-    pending: { target: boolean; cloud: boolean },
   ): string {
     if (this.#abort.signal.aborted) {
       return `session closed before it was up: ${
         errorText(this.#abort.signal.reason)
       }`;
     }
-    const timedOut = [tcp, cloud].some((r) =>
-      r.status === "rejected" && r.reason instanceof ConnectTimeout
-    );
-    if (timedOut) {
+    const timeout = [tcp, cloud].map((r) =>
+      r.status === "rejected" ? r.reason : undefined
+    )
+      .find((reason) => reason instanceof ConnectTimeout);
+    if (timeout) {
       const seconds = this.#limits.connectTimeoutMs / 1000;
       const legs = [
-        pending.target ? `target ${this.#label}` : "",
-        pending.cloud ? "cloud" : "",
+        timeout.pending.target ? `target ${this.#label}` : "",
+        timeout.pending.cloud ? "cloud" : "",
       ].filter(Boolean).join(" and ");
       return `connect timeout: ${
         legs || "a leg"
