@@ -63,6 +63,17 @@ export function jwtExpiry(token: string): number | null {
   }
 }
 
+/**
+ * Turns off Nagle's algorithm on the client's socket: status lines and
+ * requests are small, and waiting for a delayed ACK adds ~40 ms to each.
+ */
+export function noDelay(client: mqtt.MqttClient): void {
+  const stream = client.stream as
+    | { setNoDelay?: (on: boolean) => void }
+    | undefined;
+  stream?.setNoDelay?.(true);
+}
+
 /** Options of {@linkcode MqttLink.connect}. */
 export interface MqttLinkOptions {
   readonly config: Config;
@@ -147,6 +158,7 @@ export class MqttLink implements AsyncDisposable {
 
   async #onConnect(): Promise<void> {
     const { log, config } = this.#options;
+    noDelay(this.#client);
     this.#client.options.reconnectPeriod = RECONNECT_MIN_MS;
     const topics: string[] = [];
     if (this.#options.operations) {

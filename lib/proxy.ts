@@ -136,9 +136,10 @@ export async function pump(
   } catch {
     // Already closed.
   }
+  // The other direction ends on its own once its pending read or write
+  // fails on the closed legs; a stuck cloud must not hold up the session.
   reader.cancel().catch(() => {});
   writer.abort().catch(() => {});
-  await Promise.allSettled([up, down]);
   if (end.by === "cloud" && end.error === undefined) {
     return { by: "cloud", code: (await cloud.closed).code };
   }

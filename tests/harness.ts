@@ -5,6 +5,7 @@
  * @module
  */
 import mqtt from "mqtt";
+import { noDelay } from "../lib/mqtt.ts";
 import { type Config, parseConfig } from "../lib/config.ts";
 import { type EmbeddedBroker, startBroker } from "../lib/sim/broker.ts";
 import {
@@ -81,6 +82,8 @@ export class Observer {
       clientId: `observer-${crypto.randomUUID().slice(0, 8)}`,
       reconnectPeriod: 100,
     });
+    noDelay(client);
+    client.on("connect", () => noDelay(client));
     const observer = new Observer(client);
     await client.subscribeAsync(topics, { qos: 1 });
     return observer;
