@@ -17,10 +17,11 @@ export interface CloudLeg {
   /** Settles when the WebSocket is closed, either way; never rejects. */
   readonly closed: Promise<{ readonly code: number; readonly reason: string }>;
   /**
-   * Sends a close frame (once) and releases the socket. Deno 2.9.6 drops the
-   * code from a close frame whose reason is empty, so give a reason.
+   * Sends a close frame (once, code 1000) and releases the socket. The
+   * reason must not be empty: Deno 2.9.6 then drops the code from the frame.
+   * A client may only send 1000 or 3000-4999, so the reason says why.
    */
-  close(code: number, reason: string): void;
+  close(reason: string): void;
 }
 
 /** Opens a WebSocket to `url`; injectable so tests can add faults. */
@@ -76,7 +77,8 @@ export function authHeaders(auth: CloudAuth): Headers {
 
 const STATUS_IN_MESSAGE = /status code:? (\d{3})/i;
 
-function describeStatus(status: number): string {
+/** A user-facing reason for an HTTP status that refused the WebSocket handshake. */
+export function describeStatus(status: number): string {
   switch (status) {
     case 401:
       return "cloud refused the credentials (HTTP 401): check c8y.auth and the credentials or the JWT from the thin-edge bridge";
@@ -134,11 +136,12 @@ export const openWebSocketStream: OpenCloudLeg = async (url, options) => {
       writable: opened.writable as WritableStream<Uint8Array>,
       protocol: opened.protocol,
       closed,
-      close(code, reason) {
+      close(reason) {
         if (closing) return;
         closing = true;
         try {
-          stream.close({ code, reason });
+          // The spec's key is closeCode; the bundled types call it code.
+          stream.close({ closeCode: 1000, reason } as WebSocketCloseInfo);
         } catch {
           // Already closed by the peer.
         }

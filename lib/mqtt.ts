@@ -83,6 +83,8 @@ export interface MqttLinkOptions {
   readonly health: boolean;
   /** Subscribe to operation topics (daemon mode); `connect` only needs the JWT. */
   readonly operations: boolean;
+  /** More topic filters to subscribe to (QoS 1) on every connect, e.g. the `connect` handoff. */
+  readonly extraTopics?: readonly string[];
   /** Wall clock in unix seconds, for JWT expiry; tests may fake it. */
   readonly nowSeconds?: () => number;
 }
@@ -165,6 +167,7 @@ export class MqttLink implements AsyncDisposable {
       topics.push(this.topics.smartRestIn, this.topics.operationsIn);
     }
     if (config.c8y.auth === "jwt") topics.push(this.topics.jwtResponse);
+    topics.push(...(this.#options.extraTopics ?? []));
     try {
       if (topics.length > 0) {
         await this.#client.subscribeAsync(topics, { qos: 1 });

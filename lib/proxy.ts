@@ -128,9 +128,9 @@ export async function pump(
   const end = await Promise.race([up, down, aborted]);
   options.signal.removeEventListener("abort", onAbort);
   // Whatever ended first has delivered what it read; now end both legs.
-  if (end.by === "session") cloud.close(1001, "session closed by the device");
-  else if (end.by === "target") cloud.close(1000, "target closed");
-  else cloud.close(1000, "closed");
+  cloud.close(
+    end.by === "target" ? "target closed" : "session closed by the device",
+  );
   try {
     tcp.close();
   } catch {

@@ -226,7 +226,7 @@ export class Tunnel implements AsyncDisposable {
     }
     if (tcp.status === "fulfilled") tcp.value.close();
     if (cloud.status === "fulfilled") {
-      cloud.value.close(1001, "target unreachable");
+      cloud.value.close("target unreachable");
     }
     const reason = this.#connectFailure(tcp, cloud);
     this.#enter({ name: "failed", reason });

@@ -250,8 +250,10 @@ Deno.test("Agent closes the WebSocket after the target's last bytes arrived", as
     offset += c.length;
   }
   assert.equal(await sha256(all), await sha256(goodbye));
-  const closed = await session.closed;
-  assert.equal(closed.code, 1000);
+  assert.deepEqual(await session.closed, {
+    code: 1000,
+    reason: "target closed",
+  });
 });
 
 Deno.test("Agent survives 200 malformed payloads and then serves a good request", async () => {

@@ -48,7 +48,7 @@ class ManualClock implements Clock {
 function fakeCloud() {
   let push!: ReadableStreamDefaultController<Uint8Array>;
   const written: Uint8Array[] = [];
-  let closeCode: number | undefined;
+  let closeReason: string | undefined;
   let resolveClosed!: (v: { code: number; reason: string }) => void;
   const leg: CloudLeg = {
     readable: new ReadableStream<Uint8Array>({ start: (c) => void (push = c) }),
@@ -57,21 +57,21 @@ function fakeCloud() {
     }),
     protocol: "binary",
     closed: new Promise((resolve) => resolveClosed = resolve),
-    close(code) {
-      if (closeCode !== undefined) return;
-      closeCode = code;
+    close(reason) {
+      if (closeReason !== undefined) return;
+      closeReason = reason;
       try {
         push.close();
       } catch { /* already closed */ }
-      resolveClosed({ code, reason: "" });
+      resolveClosed({ code: 1000, reason });
     },
   };
   return {
     leg,
     written,
     send: (bytes: Uint8Array) => push.enqueue(bytes),
-    get closeCode() {
-      return closeCode;
+    get closeReason() {
+      return closeReason;
     },
   };
 }
@@ -127,7 +127,7 @@ Deno.test("Tunnel.open() moves requested -> connecting -> open and close() ends 
   assert.equal(summary.state, "closed");
   assert.equal(summary.reason, "test done");
   assert.equal(tunnel.state.name as string, "closed");
-  assert.equal(cloud.closeCode, 1001);
+  assert.equal(cloud.closeReason, "session closed by the device");
   assert.equal(await testSide.read(new Uint8Array(1)), null);
   testSide.close();
   assert.equal(clock.pending, 0);
@@ -157,7 +157,11 @@ Deno.test("Tunnel.open() fails after connect_timeout naming the leg still connec
       "connect timeout: target 127.0.0.1:22 did not connect within 5 s (tunnel.connect_timeout)",
   });
   assert.equal(tunnel.state.name as string, "failed");
-  assert.equal(cloud.closeCode, 1001, "the cloud leg that did open is closed");
+  assert.equal(
+    cloud.closeReason,
+    "target unreachable",
+    "the cloud leg that did open is closed",
+  );
   assert.ok(cloudSignal?.aborted);
   assert.equal((await tunnel.finished).state, "failed");
 });
@@ -231,7 +235,7 @@ Deno.test("Tunnel closes an open session at max_duration", async () => {
     summary.reason,
     "max duration of 3600 s reached (tunnel.max_duration)",
   );
-  assert.equal(cloud.closeCode, 1001);
+  assert.equal(cloud.closeReason, "session closed by the device");
   testSide.close();
 });
 
@@ -252,7 +256,7 @@ Deno.test("Tunnel ends when the target closes, after its bytes reached the cloud
   assert.equal(summary.reason, "target closed");
   assert.equal(summary.fromTarget, 10);
   assert.equal(new TextDecoder().decode(cloud.written[0]), "last words");
-  assert.equal(cloud.closeCode, 1000);
+  assert.equal(cloud.closeReason, "target closed");
 });
 
 Deno.test("Tunnel.close() before open() fails the session without connecting", async () => {

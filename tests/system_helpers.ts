@@ -1,0 +1,193 @@
+/**
+ * Real programs for system tests: mosquitto, sshd, the agent as its own
+ * process. Each starter returns a handle whose `stop()` frees everything.
+ *
+ * @module
+ */
+
+/** True when an executable exists at `path`. */
+export function installed(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** A free loopback TCP port (listen on 0, close, reuse the number). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:port. */
+export async function waitForPort(
+  port: number,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `Cannot connect to 127.0.0.1:${port}: nothing listened within ${timeoutMs} ms`,
+          {
+            cause: error,
+          },
+        );
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
+/** A child process with its output collected. */
+export interface Started {
+  readonly process: Deno.ChildProcess;
+  /** Everything written to stdout and stderr so far. */
+  output(): string;
+  /** SIGTERM, then wait for exit; returns the status. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** Spawns a command with piped output that is drained in the background. */
+export function spawn(
+  command: string,
+  args: string[],
+  options: { cwd?: string } = {},
+): Started {
+  const process = new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+  }).spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) {
+      text += decoder.decode(chunk, { stream: true });
+    }
+  };
+  const drained = Promise.all([drain(process.stdout), drain(process.stderr)]);
+  let stopped: Promise<Deno.CommandStatus> | undefined;
+  return {
+    process,
+    output: () => text,
+    stop(signal: Deno.Signal = "SIGTERM") {
+      stopped ??= (async () => {
+        try {
+          process.kill(signal);
+        } catch { /* already exited */ }
+        const status = await process.status;
+        await drained;
+        return status;
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** Starts mosquitto on 127.0.0.1:port with a generated config. */
+export async function startMosquitto(
+  dir: string,
+  port: number,
+): Promise<Started> {
+  const conf = `${dir}/mosquitto-${port}.conf`;
+  await Deno.writeTextFile(
+    conf,
+    [
+      `listener ${port} 127.0.0.1`,
+      "allow_anonymous true",
+      "set_tcp_nodelay true",
+      "persistence false",
+      "log_dest stdout",
+      "",
+    ].join("\n"),
+  );
+  const started = spawn("/usr/sbin/mosquitto", ["-c", conf]);
+  await waitForPort(port);
+  return started;
+}
+
+/** A running sshd and a client key that it accepts for the current user. */
+export interface Sshd extends Started {
+  readonly port: number;
+  readonly clientKey: string;
+  readonly user: string;
+}
+
+/** Starts OpenSSH's sshd on a free loopback port (DESIGN.md §5). */
+export async function startSshd(dir: string): Promise<Sshd> {
+  await Deno.mkdir("/run/sshd", { recursive: true });
+  const hostKey = `${dir}/host_ed25519`;
+  const clientKey = `${dir}/client_ed25519`;
+  for (const key of [hostKey, clientKey]) {
+    const out = await new Deno.Command("ssh-keygen", {
+      args: ["-q", "-t", "ed25519", "-N", "", "-f", key],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        `ssh-keygen failed: ${new TextDecoder().decode(out.stderr)}`,
+      );
+    }
+  }
+  await Deno.copyFile(`${clientKey}.pub`, `${dir}/authorized_keys`);
+  await Deno.chmod(`${dir}/authorized_keys`, 0o600);
+  const port = freePort();
+  const config = `${dir}/sshd_config`;
+  await Deno.writeTextFile(
+    config,
+    [
+      "ListenAddress 127.0.0.1",
+      `Port ${port}`,
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${dir}/authorized_keys`,
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "UsePAM no",
+      "StrictModes no",
+      "PermitRootLogin prohibit-password",
+      `PidFile ${dir}/sshd.pid`,
+      "",
+    ].join("\n"),
+  );
+  const started = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config]);
+  await waitForPort(port);
+  const user = new TextDecoder().decode(
+    (await new Deno.Command("id", { args: ["-un"], stdout: "piped" }).output())
+      .stdout,
+  ).trim();
+  return { ...started, port, clientKey, user };
+}
+
+/** ssh client arguments for a non-interactive session to 127.0.0.1:port. */
+export function sshArgs(sshd: Sshd, port: number, command: string): string[] {
+  return [
+    "-p",
+    String(port),
+    "-i",
+    sshd.clientKey,
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=20",
+    `${sshd.user}@127.0.0.1`,
+    command,
+  ];
+}
