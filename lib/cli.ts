@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { setupLogging } from "./log.ts";
 import { Agent } from "./agent.ts";
+import { demoCommand } from "./demo.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** The agent's version, from deno.json. */
@@ -83,6 +84,8 @@ export async function runCli(
       options: {
         config: { type: "string", short: "c" },
         daemon: { type: "boolean" },
+        "ssh-port": { type: "string" },
+        "http-port": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -110,6 +113,11 @@ export async function runCli(
         setupLogging(config.log);
         return await runDaemon(config, host);
       }
+      case "demo":
+        return await demoCommand({
+          sshPort: values["ssh-port"],
+          httpPort: values["http-port"],
+        }, host);
       default:
         host.stderr(`unknown command "${command}"\n\n${USAGE}`);
         return 2;
