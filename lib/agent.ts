@@ -11,8 +11,9 @@ import {
   type CloudAuth,
   deviceUrl,
   type OpenCloudLeg,
-  openWebSocketStream,
 } from "./cloud.ts";
+import { HandoffServer, handoffTopics, type StatusReport } from "./connect.ts";
+import { cloudLegOpenerFor } from "./http_proxy.ts";
 import { type Logger, logger, shortKey } from "./log.ts";
 import { MqttLink } from "./mqtt.ts";
 import {
@@ -38,6 +39,12 @@ export interface AgentDeps {
   readonly openCloudLeg?: OpenCloudLeg;
   readonly clock?: Clock;
   readonly log?: Logger;
+  /**
+   * Listen for operations from the cloud (530 and JSON; default true).
+   * False in thin-edge plugin mode, where the mapper runs `connect` and the
+   * daemon serves only what `connect` hands over.
+   */
+  readonly operations?: boolean;
 }
 
 /** Formats bytes for the session summary line. */
@@ -78,6 +85,8 @@ export class Agent implements AsyncDisposable {
   readonly #recentKeys = new Set<string>();
   readonly #link: MqttLink;
   readonly #auth: (signal: AbortSignal) => Promise<CloudAuth>;
+  readonly #handoff: HandoffServer;
+  readonly #openCloudLeg: OpenCloudLeg;
   #stopping = false;
 
   constructor(config: Config, deps: AgentDeps = {}) {
@@ -85,12 +94,20 @@ export class Agent implements AsyncDisposable {
     this.#deps = deps;
     this.#log = deps.log ?? logger("agent");
     this.#policy = new Policy(config.tunnel.allow, config.tunnel.maxSessions);
+    this.#openCloudLeg = deps.openCloudLeg ?? cloudLegOpenerFor(config);
+    this.#handoff = new HandoffServer({
+      topics: handoffTopics(config),
+      publish: (topic, payload) => this.#link.publish(topic, payload),
+      serve: (request, report) => this.#serveHandedOver(request, report),
+      log: this.#log,
+    });
     this.#link = MqttLink.connect({
       config,
       log: logger("mqtt"),
       onMessage: (topic, payload) => this.#onMessage(topic, payload),
       health: true,
-      operations: true,
+      operations: deps.operations ?? true,
+      extraTopics: [this.#handoff.topics.requestFilter],
     });
     this.#auth = cloudAuthFor(
       config,
@@ -116,6 +133,8 @@ export class Agent implements AsyncDisposable {
       }
     } else if (topic === this.#link.topics.operationsIn) {
       this.#handle(parseJsonOperation(payload), payload);
+    } else if (this.#handoff.handles(topic)) {
+      this.#handoff.onMessage(topic, payload);
     }
   }
 
@@ -180,8 +199,25 @@ export class Agent implements AsyncDisposable {
     });
   }
 
-  async #start(request: RemoteAccessRequest): Promise<void> {
-    this.#report(request, "executing");
+  /** A request from `connect` (plugin mode): served like a 530, status answered to `connect`. */
+  #serveHandedOver(request: RemoteAccessRequest, report: StatusReport): void {
+    if (this.#isDuplicate(request)) {
+      report("executing");
+      report(
+        "failed",
+        `connection key ${shortKey(request.key)} is already being served`,
+      );
+      return;
+    }
+    void this.#start(request, report);
+  }
+
+  async #start(
+    request: RemoteAccessRequest,
+    report: StatusReport = (status, reason) =>
+      this.#report(request, status, reason),
+  ): Promise<void> {
+    report("executing");
     const target = formatTarget(request.host, request.port);
     const admission = this.#policy.admit(
       request.host,
@@ -194,7 +230,7 @@ export class Agent implements AsyncDisposable {
         target,
         reason: admission.reason,
       });
-      this.#report(request, "failed", admission.reason);
+      report("failed", admission.reason);
       return;
     }
     const tunnel = this.#createTunnel(request);
@@ -210,14 +246,14 @@ export class Agent implements AsyncDisposable {
     });
     const result = await tunnel.open();
     if (result.ok) {
-      this.#report(request, "successful");
+      report("successful");
     } else {
-      this.#report(request, "failed", result.reason);
+      report("failed", result.reason);
     }
   }
 
   #createTunnel(request: RemoteAccessRequest): Tunnel {
-    const openCloudLeg = this.#deps.openCloudLeg ?? openWebSocketStream;
+    const openCloudLeg = this.#openCloudLeg;
     const url = deviceUrl(this.#config.c8y.url, request.key);
     const log = this.#log;
     return new Tunnel(request, {

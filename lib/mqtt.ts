@@ -87,6 +87,8 @@ export interface MqttLinkOptions {
   readonly extraTopics?: readonly string[];
   /** Wall clock in unix seconds, for JWT expiry; tests may fake it. */
   readonly nowSeconds?: () => number;
+  /** Client id instead of `mqtt.client_id`, so `connect`/`check` do not take over the daemon's session. */
+  readonly clientId?: string;
 }
 
 /** The agent's broker connection. */
@@ -110,7 +112,7 @@ export class MqttLink implements AsyncDisposable {
       host: settings.host,
       port: settings.port,
       protocol: "mqtt",
-      clientId: settings.clientId,
+      clientId: options.clientId ?? settings.clientId,
       clean: true,
       keepalive: 60,
       resubscribe: false,
