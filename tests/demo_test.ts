@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
 import { demoCommand, parsePortFlag, runDemo } from "../lib/demo.ts";
+import { installed, sshArgs, startSshd } from "./system_helpers.ts";
+
+const HAVE_SSH = installed("/usr/sbin/sshd") && installed("/usr/bin/ssh");
+const IS_ROOT = Deno.uid() === 0;
 
 /** Collects written text and lets a test wait for a pattern in it. */
 class Capture {
@@ -149,6 +153,46 @@ Deno.test("runDemo() shows a 502 with its reason when the SSH target refuses", a
     shutdown.resolve();
     await running;
   }
+});
+
+Deno.test({
+  name:
+    "runDemo() carries a real ssh session to a real sshd (skipped without openssh or root)",
+  ignore: !HAVE_SSH || !IS_ROOT,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-demo-" });
+    const sshd = await startSshd(dir);
+    const out = new Capture();
+    const shutdown = Promise.withResolvers<void>();
+    const running = runDemo({
+      httpPort: 0,
+      sshPort: 0,
+      sshTargetPort: sshd.port,
+      shutdown: shutdown.promise,
+      stdout: out.write,
+      stderr: () => {},
+    });
+    try {
+      const ready = await out.waitFor(READY);
+      assert.match(out.text, /an SSH server answered on 127\.0\.0\.1:\d+/);
+      const result = await new Deno.Command("ssh", {
+        args: sshArgs(sshd, Number(ready[2]), "echo hello-through-the-demo"),
+        stdin: "null",
+      }).output();
+      const stderr = new TextDecoder().decode(result.stderr);
+      assert.equal(result.code, 0, `ssh failed: ${stderr}\n${out.text}`);
+      assert.match(
+        new TextDecoder().decode(result.stdout),
+        /hello-through-the-demo/,
+      );
+      await out.waitFor(/503 connected/);
+    } finally {
+      shutdown.resolve();
+      await running;
+      await sshd.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
 
 Deno.test("runDemo() rejects a taken port that was asked for, naming the flag, and leaves nothing running", async () => {
