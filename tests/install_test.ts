@@ -868,3 +868,80 @@ Deno.test("runFlags() are enough for `main.ts --version`", async () => {
   ) as { version: string };
   assert.equal(result.stdout.trim(), `c8y-tunnel ${version}`);
 });
+
+/** Whether lib/cli.ts dispatches `command` yet (the CLI is being completed). */
+async function cliHas(command: string): Promise<boolean> {
+  const cli = await Deno.readTextFile(path("lib/cli.ts"));
+  return cli.includes(`case "${command}"`);
+}
+
+Deno.test("runFlags() are enough for `init --daemon` and `cleanup`", async () => {
+  if (!(await cliHas("init")) || !(await cliHas("cleanup"))) {
+    skip("init/cleanup under runFlags()", "lib/cli.ts has no init/cleanup yet");
+    return;
+  }
+  await using t = await fakeSetup();
+  const tedge = `${t.dir}/tedge`;
+  await Deno.mkdir(tedge);
+  await Deno.writeTextFile(`${tedge}/tedge.toml`, "");
+  const config = `${t.dir}/config.toml`;
+  await Deno.writeTextFile(
+    config,
+    `[c8y]\nurl = "http://127.0.0.1:1"\ndevice_id = "d"\nauth = "none"\n[tedge]\nconfig_path = "${tedge}/tedge.toml"\n`,
+  );
+  // the same scoping as the release binary, moved to the temp dir
+  const flags = runFlags({
+    extraRead: [t.dir],
+    extraWrite: [`${tedge}/operations`],
+  });
+  const operation = `${tedge}/operations/c8y/c8y_RemoteAccessConnect`;
+
+  const init = await run(Deno.execPath(), [
+    "run",
+    ...flags,
+    path("main.ts"),
+    "init",
+    "--daemon",
+    "--config",
+    config,
+  ]);
+  assert.equal(init.code, 0, init.stderr);
+  assert.doesNotMatch(init.stderr, /NotCapable|Requires \w+ access/);
+  assert.doesNotMatch(await Deno.readTextFile(operation), /^\[exec\]/m);
+
+  const cleanup = await run(Deno.execPath(), [
+    "run",
+    ...flags,
+    path("main.ts"),
+    "cleanup",
+    "--config",
+    config,
+  ]);
+  assert.equal(cleanup.code, 0, cleanup.stderr);
+  assert.ok(!(await exists(operation)));
+});
+
+Deno.test("runFlags() are enough for `check` against a broker and the cloud", async () => {
+  if (!(await cliHas("check"))) {
+    skip("check under runFlags()", "lib/cli.ts has no check yet");
+    return;
+  }
+  await using rig = await startRig();
+  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-perm-" });
+  rig.defer(() => Deno.remove(dir, { recursive: true }));
+  const config = `${dir}/config.toml`;
+  await Deno.writeTextFile(config, rigToml(rig.broker.port, rig.sim.url));
+  const result = await run(Deno.execPath(), [
+    "run",
+    ...runFlags({ extraRead: [dir] }),
+    path("main.ts"),
+    "check",
+    "--config",
+    config,
+  ]);
+  assert.doesNotMatch(
+    result.stdout + result.stderr,
+    /NotCapable|Requires \w+ access/,
+  );
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+});
