@@ -8,6 +8,20 @@ import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { setupLogging } from "./log.ts";
 import { Agent } from "./agent.ts";
 import { demoCommand } from "./demo.ts";
+import {
+  CHILD_ENV,
+  runConnect,
+  runConnectChild,
+  selfCommand,
+} from "./connect.ts";
+import { formatCheckLine, runCheck } from "./check.ts";
+import {
+  inspectOperationFile,
+  pluginCommand,
+  removeOperationFile,
+  writeOperationFile,
+} from "./operation_file.ts";
+import { resolve as resolvePath } from "node:path";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** The agent's version, from deno.json. */
@@ -71,6 +85,112 @@ async function runDaemon(config: Config, host: CliHost): Promise<ExitCode> {
   return 0;
 }
 
+/** `connect "530,…"`: the parent hands over or starts the session; the detached child holds it. */
+async function connectCommand(
+  configPath: string | undefined,
+  line: string | undefined,
+  host: CliHost,
+): Promise<ExitCode> {
+  if (line === undefined) {
+    host.stderr(
+      'connect needs the request as its argument: c8y-tunnel connect "530,<device>,<host>,<port>,<key>"\n',
+    );
+    return 1;
+  }
+  const config = await configFrom(configPath, host);
+  setupLogging(config.log);
+  if (host.env(CHILD_ENV) === "1") {
+    return await runConnectChild(config, line, {
+      shutdownRequested: host.shutdownRequested,
+    });
+  }
+  return await runConnect(config, line, {
+    childArgs: [
+      "connect",
+      ...(configPath !== undefined
+        ? ["--config", resolvePath(configPath)]
+        : []),
+      line,
+    ],
+    stdout: host.stdout,
+    stderr: host.stderr,
+  });
+}
+
+/** `init [--daemon]`: writes the thin-edge operation file. */
+async function initCommand(
+  configPath: string | undefined,
+  daemon: boolean,
+  host: CliHost,
+): Promise<ExitCode> {
+  const config = await configFrom(configPath, host);
+  let result;
+  try {
+    const command = daemon
+      ? null
+      : pluginCommand(config.configFile, selfCommand);
+    result = await writeOperationFile(config, { command });
+  } catch (error) {
+    host.stderr(
+      `c8y-tunnel: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    return 1;
+  }
+  if (result.previous.kind === "foreign") {
+    host.stderr(
+      `note: replaced an operation file that ran "${result.previous.command}" (thin-edge's c8y-remote-access-plugin?); remove that package so it does not write the file back\n`,
+    );
+  }
+  host.stdout(
+    daemon
+      ? `wrote ${result.path} (daemon mode: no [exec]); run the daemon: c8y-tunnel run (systemctl enable --now c8y-tunnel)\n`
+      : `wrote ${result.path} (plugin mode: tedge-mapper-c8y runs c8y-tunnel connect per request)\n`,
+  );
+  return 0;
+}
+
+/** `cleanup`: removes our operation file; a missing one is fine, another program's is left alone. */
+async function cleanupCommand(
+  configPath: string | undefined,
+  host: CliHost,
+): Promise<ExitCode> {
+  const config = await configFrom(configPath, host);
+  const state = await inspectOperationFile(config);
+  if (state.kind === "foreign") {
+    host.stdout(
+      `left ${state.path} in place: it runs "${state.command}", not c8y-tunnel\n`,
+    );
+    return 0;
+  }
+  try {
+    const removed = await removeOperationFile(config);
+    host.stdout(
+      removed
+        ? `removed ${state.path}\n`
+        : `${state.path} does not exist; nothing to remove\n`,
+    );
+    return 0;
+  } catch (error) {
+    host.stderr(
+      `c8y-tunnel: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    return 1;
+  }
+}
+
+/** `check`: one OK/FAIL line per item; exit 0 only when all are OK. */
+async function checkCommand(
+  configPath: string | undefined,
+  host: CliHost,
+): Promise<ExitCode> {
+  const report = await runCheck({
+    ...(configPath !== undefined ? { path: configPath } : {}),
+    env: host.env,
+  });
+  for (const line of report.lines) host.stdout(`${formatCheckLine(line)}\n`);
+  return report.ok ? 0 : 1;
+}
+
 /** Parses `args` and runs the command; returns the exit code. */
 export async function runCli(
   args: readonly string[],
@@ -118,6 +238,14 @@ export async function runCli(
           sshPort: values["ssh-port"],
           httpPort: values["http-port"],
         }, host);
+      case "connect":
+        return await connectCommand(values.config, positionals[1], host);
+      case "init":
+        return await initCommand(values.config, values.daemon ?? false, host);
+      case "cleanup":
+        return await cleanupCommand(values.config, host);
+      case "check":
+        return await checkCommand(values.config, host);
       default:
         host.stderr(`unknown command "${command}"\n\n${USAGE}`);
         return 2;

@@ -1,0 +1,419 @@
+/**
+ * `c8y-tunnel check`: validates the config and tries what a session needs,
+ * one line per item with OK or FAIL and a hint (DESIGN.md §2): config file,
+ * tedge.toml, broker, credentials (a JWT from the thin-edge bridge, or the
+ * basic credentials file), cloud reachability (an HTTPS `HEAD` through the
+ * configured proxy and CAs), each `tunnel.allow` entry, and the thin-edge
+ * operation file. Each probe has a short timeout; no secret is ever printed.
+ *
+ * @module
+ */
+import mqtt from "mqtt";
+import {
+  type Config,
+  ConfigError,
+  DEFAULT_CONFIG_PATH,
+  loadConfig,
+} from "./config.ts";
+import {
+  type CloudHttpOptions,
+  cloudHttpOptions,
+  createCloudHttpClient,
+} from "./http_proxy.ts";
+import { jwtExpiry, noDelay, topicsFor } from "./mqtt.ts";
+import {
+  inspectOperationFile,
+  type OperationFileState,
+} from "./operation_file.ts";
+import { type AllowRule, parseAllowEntry } from "./policy.ts";
+
+/** One checked item. */
+export interface CheckLine {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail: string;
+  /** What to do about it (always given for a failure). */
+  readonly hint?: string;
+}
+
+/** Options of {@linkcode runCheck}. */
+export interface CheckOptions {
+  /** `--config` path, as for `loadConfig`. */
+  readonly path?: string;
+  readonly env?: (name: string) => string | undefined;
+  /** Timeout of each network probe in ms (default 5000; the JWT waits at most c8y.jwt_timeout). */
+  readonly probeTimeoutMs?: number;
+}
+
+/** The whole report; `ok` only when every line is OK. */
+export interface CheckReport {
+  readonly lines: readonly CheckLine[];
+  readonly ok: boolean;
+}
+
+/** `OK   name: detail` or `FAIL name: detail (hint: ...)`, one line. */
+export function formatCheckLine(line: CheckLine): string {
+  const hint = line.hint ? ` (hint: ${line.hint})` : "";
+  return `${line.ok ? "OK  " : "FAIL"} ${line.name}: ${
+    line.detail.replace(/\s*\n\s*/g, "; ")
+  }${hint}`;
+}
+
+function message(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = error.cause instanceof Error
+      ? `: ${error.cause.message}`
+      : "";
+    return `${error.message}${cause}`;
+  }
+  return String(error);
+}
+
+const okLine = (name: string, detail: string, hint?: string): CheckLine =>
+  hint ? { name, ok: true, detail, hint } : { name, ok: true, detail };
+const failLine = (name: string, detail: string, hint: string): CheckLine => ({
+  name,
+  ok: false,
+  detail,
+  hint,
+});
+
+/**
+ * Runs every check and returns the lines in a fixed order. A config that does
+ * not load is the only line then, since everything else depends on it.
+ */
+export async function runCheck(
+  options: CheckOptions = {},
+): Promise<CheckReport> {
+  const probeMs = options.probeTimeoutMs ?? 5000;
+  let config: Config;
+  try {
+    config = await loadConfig({
+      ...(options.path !== undefined ? { path: options.path } : {}),
+      ...(options.env ? { env: options.env } : {}),
+    });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    const line = failLine(
+      "config",
+      error.message,
+      "fix the named file and key (see docs/config.md)",
+    );
+    return { lines: [line], ok: false };
+  }
+  const lines: CheckLine[] = [configLine(config), tedgeLine(config)];
+  const [broker, cloud, operationFile] = await Promise.all([
+    probeBroker(config, probeMs),
+    probeCloud(config, probeMs),
+    inspectOperationFile(config),
+  ]);
+  lines.push(broker.line, broker.auth, cloud);
+  lines.push(...allowLines(config));
+  lines.push(await operationFileLine(operationFile, broker.daemon));
+  return { lines, ok: lines.every((line) => line.ok) };
+}
+
+function configLine(config: Config): CheckLine {
+  return config.configFile !== null
+    ? okLine("config file", `${config.configFile} is valid`)
+    : okLine(
+      "config file",
+      `${DEFAULT_CONFIG_PATH} not found: using tedge.toml and built-in defaults`,
+      "copy install/config.toml there to set tunnel.allow and the rest",
+    );
+}
+
+function tedgeLine(config: Config): CheckLine {
+  return config.tedgeConfigFile !== null
+    ? okLine("tedge.toml", `${config.tedgeConfigFile} read`)
+    : okLine(
+      "tedge.toml",
+      `${config.tedge.configPath} not found: thin-edge settings not used`,
+      "install thin-edge, or set tedge.config_path to its tedge.toml",
+    );
+}
+
+/** The daemon's health as seen on the broker: undefined = broker not reached. */
+type DaemonHealth =
+  | { readonly status: "up"; readonly pid?: number }
+  | { readonly status: "down" | "none" }
+  | undefined;
+
+async function probeBroker(
+  config: Config,
+  probeMs: number,
+): Promise<{ line: CheckLine; auth: CheckLine; daemon: DaemonHealth }> {
+  const broker = `${config.mqtt.host}:${config.mqtt.port}`;
+  const topics = topicsFor(config);
+  let client: mqtt.MqttClient;
+  try {
+    client = await timed(
+      mqtt.connectAsync({
+        host: config.mqtt.host,
+        port: config.mqtt.port,
+        protocol: "mqtt",
+        clientId: `${config.mqtt.clientId}-check-${
+          crypto.randomUUID().slice(0, 8)
+        }`,
+        clean: true,
+        connectTimeout: probeMs,
+        reconnectPeriod: 0,
+      }),
+      probeMs + 500,
+      `no answer within ${probeMs / 1000} s`,
+    );
+  } catch (error) {
+    const line = failLine(
+      "broker",
+      `cannot connect to ${broker}: ${message(error)}`,
+      "is mosquitto running? set mqtt.host and mqtt.port (or mqtt.client.host/port in tedge.toml)",
+    );
+    const auth = config.c8y.auth === "jwt"
+      ? failLine(
+        "JWT",
+        "cannot ask for one: the broker is not reachable",
+        "fix the broker first",
+      )
+      : credentialsLine(config);
+    return { line, auth, daemon: undefined };
+  }
+  noDelay(client);
+  client.on("error", () => {});
+  try {
+    const health = Promise.withResolvers<string>();
+    const token = Promise.withResolvers<string>();
+    client.on("message", (topic, payload) => {
+      const text = new TextDecoder().decode(payload);
+      if (topic === topics.health) health.resolve(text);
+      if (topic === topics.jwtResponse && text.startsWith("71,")) {
+        token.resolve(text.slice(3).trim().replace(/^"|"$/g, ""));
+      }
+    });
+    await client.subscribeAsync(
+      config.c8y.auth === "jwt"
+        ? [topics.health, topics.jwtResponse]
+        : [topics.health],
+      { qos: 1 },
+    );
+    const line = okLine("broker", `${broker} accepted the connection`);
+    const auth = config.c8y.auth === "jwt"
+      ? await probeJwt(config, client, token.promise, probeMs)
+      : credentialsLine(config);
+    const daemon = await timed(health.promise, 500, "")
+      .then((text): DaemonHealth => {
+        const body = JSON.parse(text) as { status?: unknown; pid?: unknown };
+        if (body.status === "up") {
+          return typeof body.pid === "number"
+            ? { status: "up", pid: body.pid }
+            : { status: "up" };
+        }
+        return { status: "down" };
+      })
+      .catch((): DaemonHealth => ({ status: "none" }));
+    return { line, auth, daemon };
+  } finally {
+    await client.endAsync(true).catch(() => {});
+  }
+}
+
+async function probeJwt(
+  config: Config,
+  client: mqtt.MqttClient,
+  token: Promise<string>,
+  probeMs: number,
+): Promise<CheckLine> {
+  const topics = topicsFor(config);
+  const waitMs = Math.min(probeMs, config.c8y.jwtTimeoutMs);
+  try {
+    await client.publishAsync(topics.jwtRequest, "", { qos: 1 });
+    const jwt = await timed(
+      token,
+      waitMs,
+      `no answer on ${topics.jwtResponse} within ${waitMs / 1000} s`,
+    );
+    const exp = jwtExpiry(jwt);
+    const left = exp === null
+      ? "no expiry in the token"
+      : `valid for ${Math.round((exp - Date.now() / 1000) / 60)} more min`;
+    return okLine("JWT", `obtained from the thin-edge bridge (${left})`);
+  } catch (error) {
+    return failLine(
+      "JWT",
+      `cannot get one from the thin-edge bridge: ${message(error)}`,
+      `is tedge-mapper-c8y running and connected (tedge connect c8y)? It answers ${topics.jwtRequest} on ${topics.jwtResponse}; or set c8y.auth`,
+    );
+  }
+}
+
+function credentialsLine(config: Config): CheckLine {
+  if (config.c8y.auth === "basic") {
+    return okLine(
+      "credentials",
+      `${config.c8y.credentialsPath} read (user name and password set)`,
+    );
+  }
+  return okLine(
+    "credentials",
+    "c8y.auth = none: the cloud leg sends no credentials",
+    "only the local simulator accepts that; use jwt or basic with Cumulocity",
+  );
+}
+
+async function probeCloud(config: Config, probeMs: number): Promise<CheckLine> {
+  const url = `${config.c8y.url}/service/remoteaccess/health`;
+  let http: CloudHttpOptions | null;
+  try {
+    http = await cloudHttpOptions(config);
+  } catch (error) {
+    return failLine(
+      "cloud",
+      message(error),
+      "fix c8y.root_cert_path (a PEM file or a directory of them)",
+    );
+  }
+  const via = http?.proxy ? ` through proxy ${http.proxy.url}` : "";
+  const client = http ? createCloudHttpClient(http) : undefined;
+  try {
+    const response = await fetch(url, {
+      method: "HEAD",
+      signal: AbortSignal.timeout(probeMs),
+      ...(client ? { client } : {}),
+    });
+    await response.body?.cancel();
+    return okLine(
+      "cloud",
+      `${config.c8y.url} reachable${via} (HEAD /service/remoteaccess/health: HTTP ${response.status})`,
+    );
+  } catch (error) {
+    const text = error instanceof DOMException && error.name === "TimeoutError"
+      ? `no answer within ${probeMs / 1000} s`
+      : message(error);
+    const hint = /certificate|UnknownIssuer|tls/i.test(text)
+      ? "the server's certificate is not trusted: set c8y.root_cert_path to its CA (PEM)"
+      : /407|proxy/i.test(text)
+      ? "check proxy.address, proxy.username and proxy.password"
+      : http?.proxy
+      ? "check proxy.address and that the proxy may reach the cloud"
+      : "check c8y.url, DNS and the network (or set proxy.address)";
+    return failLine(
+      "cloud",
+      `cannot reach ${config.c8y.url}${via}: ${text}`,
+      hint,
+    );
+  } finally {
+    client?.close();
+  }
+}
+
+function describeRule(rule: AllowRule): string {
+  const host = rule.host.kind === "any"
+    ? "any host"
+    : rule.host.kind === "name"
+    ? `host ${rule.host.name}`
+    : `addresses in ${rule.text.slice(0, rule.text.lastIndexOf(":"))}`;
+  return `${host}, ${rule.port === "*" ? "any port" : `port ${rule.port}`}`;
+}
+
+function allowLines(config: Config): CheckLine[] {
+  if (config.tunnel.allow.length === 0) {
+    return [
+      failLine(
+        "tunnel.allow",
+        "is empty: every request will be refused",
+        'add the targets to reach, e.g. allow = ["127.0.0.1:22"]',
+      ),
+    ];
+  }
+  return config.tunnel.allow.map((entry, i) => {
+    const name = `tunnel.allow[${i}] ${JSON.stringify(entry)}`;
+    try {
+      const rule = parseAllowEntry(entry);
+      const wide = rule.host.kind === "any" && rule.port === "*";
+      return okLine(
+        name,
+        describeRule(rule),
+        wide
+          ? "this lets the cloud reach anything the device can: narrow it"
+          : undefined,
+      );
+    } catch (error) {
+      return failLine(
+        name,
+        message(error),
+        "use host:port, host:*, CIDR:port, *:port or [IPv6]:port",
+      );
+    }
+  });
+}
+
+async function operationFileLine(
+  state: OperationFileState,
+  daemon: DaemonHealth,
+): Promise<CheckLine> {
+  const name = "operation file";
+  const daemonText = daemon === undefined
+    ? "daemon state unknown (broker not reachable)"
+    : daemon.status === "up"
+    ? `c8y-tunnel daemon is up${daemon.pid ? ` (pid ${daemon.pid})` : ""}`
+    : "no c8y-tunnel daemon is up";
+  switch (state.kind) {
+    case "none":
+      return failLine(
+        name,
+        `${state.path} does not exist: Cumulocity will not offer remote access for this device`,
+        "run `c8y-tunnel init` (plugin mode) or `c8y-tunnel init --daemon` (with `c8y-tunnel run`)",
+      );
+    case "invalid":
+      return failLine(
+        name,
+        `${state.path}: ${state.reason}`,
+        "run `c8y-tunnel init` (or `init --daemon`) to write it again",
+      );
+    case "foreign":
+      return failLine(
+        name,
+        `${state.path} runs ${
+          JSON.stringify(state.command)
+        } (thin-edge's c8y-remote-access-plugin?), not c8y-tunnel`,
+        "run `c8y-tunnel init` to take it over, and remove the c8y-remote-access-plugin package so it does not write the file back",
+      );
+    case "daemon":
+      return daemon?.status === "up"
+        ? okLine(name, `daemon mode (no [exec]); ${daemonText}`)
+        : failLine(
+          name,
+          `daemon mode (no [exec]) but ${daemonText}: requests go unanswered`,
+          "start `c8y-tunnel run` (systemctl enable --now c8y-tunnel), or switch to plugin mode with `c8y-tunnel init`",
+        );
+    case "plugin": {
+      const program = state.command.split(/\s+/)[0] ?? "";
+      const exists = await Deno.stat(program).then(
+        (s) => s.isFile,
+        () => false,
+      );
+      if (!exists) {
+        return failLine(
+          name,
+          `plugin mode, but its command ${program} does not exist`,
+          "run `c8y-tunnel init` again from the installed binary",
+        );
+      }
+      return okLine(
+        name,
+        `plugin mode: tedge-mapper-c8y runs "${state.command}"; ${daemonText}${
+          daemon?.status === "up" ? " and takes the requests" : ""
+        }`,
+      );
+    }
+  }
+}
+
+function timed<T>(promise: Promise<T>, ms: number, text: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(text)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
