@@ -158,6 +158,10 @@ export const openWebSocketStream: OpenCloudLeg = async (url, options) => {
       ? describeStatus(status)
       : `cannot reach the cloud at ${new URL(url).host}: ${
         error instanceof Error ? error.message : String(error)
+      }${
+        /certificate|UnknownIssuer/i.test(String(error))
+          ? ": set c8y.root_cert_path to the CA (PEM) that signed its certificate"
+          : ""
       }`;
     throw new CloudConnectError(message, status, { cause: error });
   } finally {
