@@ -306,11 +306,17 @@ async function probeCloud(config: Config, probeMs: number): Promise<CheckLine> {
 }
 
 function describeRule(rule: AllowRule): string {
+  const text = rule.text.slice(0, rule.text.lastIndexOf(":"))
+    .replace(/^\[|\]$/g, "");
+  const single = rule.host.kind === "cidr" &&
+    rule.host.bits === (rule.host.family === 4 ? 32 : 128);
   const host = rule.host.kind === "any"
     ? "any host"
     : rule.host.kind === "name"
     ? `host ${rule.host.name}`
-    : `addresses in ${rule.text.slice(0, rule.text.lastIndexOf(":"))}`;
+    : single
+    ? `host ${text.replace(/\/\d+$/, "")}`
+    : `addresses in ${text}`;
   return `${host}, ${rule.port === "*" ? "any port" : `port ${rule.port}`}`;
 }
 
