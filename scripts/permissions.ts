@@ -6,14 +6,30 @@
  * @module
  */
 
-/** Where the agent reads: its config, tedge.toml, credentials, device certificate, CA files. */
-export const READ_PATHS: readonly string[] = ["/etc/c8y-tunnel", "/etc/tedge"];
+/**
+ * Where the agent reads: its config, tedge.toml, credentials, device
+ * certificate and CA files (the two directories), and the user and group
+ * databases, where `init` looks up user tedge to give it the operation file
+ * (lib/operation_file.ts `lookupOwner`).
+ */
+export const READ_PATHS: readonly string[] = [
+  "/etc/c8y-tunnel",
+  "/etc/tedge",
+  "/etc/passwd",
+  "/etc/group",
+];
 
 /** Where the agent writes: `init`/`cleanup` write thin-edge's operation file below it. */
 export const WRITE_PATHS: readonly string[] = ["/etc/tedge/operations"];
 
 /** Where install.sh and the .deb put the binary. */
 export const INSTALL_PATH = "/usr/bin/c8y-tunnel";
+
+/**
+ * System information the agent asks for: `uid` (`Deno.uid()`: `init` gives
+ * the files it creates to tedge only when it runs as root).
+ */
+export const SYS: readonly string[] = ["uid"];
 
 /**
  * Whether the agent starts a copy of itself: `connect`, when no daemon takes
@@ -91,8 +107,8 @@ function checkItems(kind: string, items: readonly string[]): void {
 }
 
 /**
- * The permission flags of the agent, in the order deno prints them:
- * `--allow-read=…`, `--allow-write=…`, `--allow-env`, `--allow-net[=…]`, and
+ * The permission flags of the agent: `--allow-read=…`, `--allow-write=…`,
+ * `--allow-env`, `--allow-net[=…]`, `--allow-sys=…` for {@linkcode SYS}, and
  * `--allow-run=<self>` when {@linkcode SPAWNS_SELF}. Shared by `deno compile`
  * and `deno run`; `--no-prompt` is added by the callers.
  */
@@ -109,6 +125,7 @@ export function permissionFlags(options: PermissionOptions = {}): string[] {
     "--allow-env",
     net.length === 0 ? "--allow-net" : `--allow-net=${net.join(",")}`,
   ];
+  if (SYS.length > 0) flags.push(`--allow-sys=${SYS.join(",")}`);
   if (SPAWNS_SELF) {
     flags.push(`--allow-run=${options.selfPath ?? INSTALL_PATH}`);
   }

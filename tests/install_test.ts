@@ -16,6 +16,7 @@ import {
   READ_PATHS,
   runFlags,
   SPAWNS_SELF,
+  SYS,
   WRITE_PATHS,
 } from "../scripts/permissions.ts";
 import {
@@ -548,13 +549,17 @@ Deno.test("install/config.toml parses, commented and uncommented", async () => {
 // ---------------------------------------------------------------- permissions
 
 Deno.test("permissionFlags() scopes read and write, and net only when asked", () => {
-  const run = SPAWNS_SELF ? ["--allow-run=/usr/bin/c8y-tunnel"] : [];
+  const tail = [
+    ...(SYS.length > 0 ? [`--allow-sys=${SYS.join(",")}`] : []),
+    ...(SPAWNS_SELF ? ["--allow-run=/usr/bin/c8y-tunnel"] : []),
+  ];
+  const read = READ_PATHS.join(",");
   assert.deepEqual(permissionFlags(), [
-    "--allow-read=/etc/c8y-tunnel,/etc/tedge",
+    `--allow-read=${read}`,
     "--allow-write=/etc/tedge/operations",
     "--allow-env",
     "--allow-net",
-    ...run,
+    ...tail,
   ]);
   assert.deepEqual(
     permissionFlags({
@@ -563,11 +568,11 @@ Deno.test("permissionFlags() scopes read and write, and net only when asked", ()
       extraWrite: ["/srv/tedge/operations"],
     }),
     [
-      "--allow-read=/etc/c8y-tunnel,/etc/tedge,/etc/ssl/certs",
+      `--allow-read=${read},/etc/ssl/certs`,
       "--allow-write=/etc/tedge/operations,/srv/tedge/operations",
       "--allow-env",
       "--allow-net=127.0.0.1:1883,t1.example.com:443",
-      ...run,
+      ...tail,
     ],
   );
   assert.throws(
@@ -601,26 +606,37 @@ Deno.test("optionsFromEnv() reads the build variables", () => {
   assert.deepEqual(parseList(undefined), []);
 });
 
-Deno.test("SPAWNS_SELF and ENV_READ match the agent's source", async () => {
-  const files = [path("main.ts")];
+Deno.test("SPAWNS_SELF, SYS, READ_PATHS and ENV_READ match the agent's source", async () => {
+  // The agent: main.ts and lib/ without the simulator (demo and tests only).
+  let source = await Deno.readTextFile(path("main.ts"));
   for await (const entry of Deno.readDir(path("lib"))) {
     if (entry.isFile && entry.name.endsWith(".ts")) {
-      files.push(path(`lib/${entry.name}`));
+      source += await Deno.readTextFile(path(`lib/${entry.name}`));
     }
   }
-  let spawns = false;
-  for (const file of files) {
-    const text = await Deno.readTextFile(file);
-    if (/new Deno\.Command\(|Deno\.execPath\(\)/.test(text)) spawns = true;
-  }
+  const fix = "update scripts/permissions.ts (and docs/install.md)";
   assert.equal(
     SPAWNS_SELF,
-    spawns,
-    "the agent's source and scripts/permissions.ts SPAWNS_SELF disagree: update SPAWNS_SELF (it decides --allow-run)",
+    /new Deno\.Command\(|Deno\.execPath\(\)/.test(source),
+    `SPAWNS_SELF (--allow-run) disagrees with the source: ${fix}`,
   );
+  for (const [name, call] of [["uid", "uid"], ["gid", "gid"]] as const) {
+    assert.equal(
+      SYS.includes(name),
+      source.includes(`Deno.${call}()`),
+      `--allow-sys=${name} disagrees with the use of Deno.${call}(): ${fix}`,
+    );
+  }
+  for (const file of ["/etc/passwd", "/etc/group"]) {
+    assert.equal(
+      READ_PATHS.includes(file),
+      source.includes(`"${file}"`),
+      `--allow-read of ${file} disagrees with the source: ${fix}`,
+    );
+  }
   const { CONFIG_PATH_ENV } = await import("../lib/config.ts");
   assert.ok(ENV_READ.includes(CONFIG_PATH_ENV));
-  assert.deepEqual(READ_PATHS, ["/etc/c8y-tunnel", "/etc/tedge"]);
+  assert.deepEqual(READ_PATHS.slice(0, 2), ["/etc/c8y-tunnel", "/etc/tedge"]);
 });
 
 Deno.test("docs/install.md shows the permissions that are baked in", async () => {
@@ -759,7 +775,19 @@ function spawnAgent(configPath: string, extraRead: string[], net?: string[]) {
   return { child, output };
 }
 
-Deno.test("runFlags() are enough for `main.ts run` to serve a session and stop on SIGTERM", async () => {
+/** A tedge config dir in `dir` whose operation file is in daemon mode (as `init --daemon` leaves it). */
+async function daemonModeTedge(dir: string): Promise<string> {
+  const tedge = `${dir}/tedge`;
+  await Deno.mkdir(`${tedge}/operations/c8y`, { recursive: true });
+  await Deno.writeTextFile(`${tedge}/tedge.toml`, "");
+  await Deno.writeTextFile(
+    `${tedge}/operations/c8y/c8y_RemoteAccessConnect`,
+    "# daemon mode: no [exec]\n",
+  );
+  return `${tedge}/tedge.toml`;
+}
+
+Deno.test("runFlags() are enough for `run` to serve a session, `check` to pass, and SIGTERM to stop it", async () => {
   await using rig = await startRig();
   const target = tcpServer(echo);
   rig.defer(() => target.close());
@@ -770,7 +798,7 @@ Deno.test("runFlags() are enough for `main.ts run` to serve a session and stop o
     configPath,
     rigToml(rig.broker.port, rig.sim.url, {
       allow: [`127.0.0.1:${target.port}`],
-    }),
+    }) + `[tedge]\nconfig_path = "${await daemonModeTedge(dir)}"\n`,
   );
 
   const { child, output } = spawnAgent(configPath, [dir]);
@@ -794,14 +822,36 @@ Deno.test("runFlags() are enough for `main.ts run` to serve a session and stop o
     died,
   ]);
 
+  // a session end to end
   const session = rig.sim.openSession();
   await rig.request530(session.key, "127.0.0.1", target.port);
-  await Promise.race([session.connected, died]);
+  const status = await Promise.race([
+    rig.observer.waitFor((m) =>
+      m.topic === "c8y/s/us" && /^50[23],/.test(m.payload)
+    ),
+    died,
+  ]);
+  assert.equal(status.payload, "503,c8y_RemoteAccessConnect");
   const reader = session.received.getReader();
   const hello = new TextEncoder().encode("hello through the tunnel");
   session.send(hello);
   assert.deepEqual(await readBytes(reader, hello.length), hello);
   reader.releaseLock();
+
+  // check, with the daemon up and the operation file in daemon mode
+  const check = await run(Deno.execPath(), [
+    "run",
+    ...runFlags({ extraRead: [dir] }),
+    path("main.ts"),
+    "check",
+    "--config",
+    configPath,
+  ]);
+  assert.doesNotMatch(
+    check.stdout + check.stderr,
+    /NotCapable|Requires \w+ access/,
+  );
+  assert.equal(check.code, 0, check.stdout + check.stderr);
 
   child.kill("SIGTERM");
   const out = await output;
@@ -919,29 +969,4 @@ Deno.test("runFlags() are enough for `init --daemon` and `cleanup`", async () =>
   ]);
   assert.equal(cleanup.code, 0, cleanup.stderr);
   assert.ok(!(await exists(operation)));
-});
-
-Deno.test("runFlags() are enough for `check` against a broker and the cloud", async () => {
-  if (!(await cliHas("check"))) {
-    skip("check under runFlags()", "lib/cli.ts has no check yet");
-    return;
-  }
-  await using rig = await startRig();
-  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-perm-" });
-  rig.defer(() => Deno.remove(dir, { recursive: true }));
-  const config = `${dir}/config.toml`;
-  await Deno.writeTextFile(config, rigToml(rig.broker.port, rig.sim.url));
-  const result = await run(Deno.execPath(), [
-    "run",
-    ...runFlags({ extraRead: [dir] }),
-    path("main.ts"),
-    "check",
-    "--config",
-    config,
-  ]);
-  assert.doesNotMatch(
-    result.stdout + result.stderr,
-    /NotCapable|Requires \w+ access/,
-  );
-  assert.equal(result.code, 0, result.stdout + result.stderr);
 });
