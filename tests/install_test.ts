@@ -753,6 +753,49 @@ Deno.test("compile.ts stops with one line on a missing DENORT_BIN", async () => 
   );
 });
 
+Deno.test("compile.ts runs deno compile with the baked flags and prints the size", async () => {
+  // This machine cannot download denort; deno's own binary stands in for it,
+  // which checks that deno compile accepts every flag and embeds main.ts
+  // (the result is not a working c8y-tunnel: deno ignores the payload).
+  const host = Deno.build.arch === "x86_64"
+    ? "x86_64-unknown-linux-gnu"
+    : "aarch64-unknown-linux-gnu";
+  if (Deno.build.os !== "linux") {
+    skip(
+      "compile.ts with a stand-in denort",
+      `not on Linux (${Deno.build.os})`,
+    );
+    return;
+  }
+  const out = await Deno.makeTempDir({ prefix: "c8y-tunnel-compile-" });
+  try {
+    const result = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      path("scripts/compile.ts"),
+      "--target",
+      host,
+      "--out-dir",
+      out,
+    ], { DENORT_BIN: Deno.execPath(), NO_COLOR: "1" });
+    assert.equal(result.code, 0, result.stderr);
+    const binary = `${out}/c8y-tunnel-${host}`;
+    const { size } = await Deno.stat(binary);
+    assert.ok(
+      result.stdout.includes(`${binary}: `) &&
+        result.stdout.includes(`(${size} bytes)`),
+      result.stdout,
+    );
+    assert.match(
+      result.stdout,
+      new RegExp(`deno compile ${compileFlags().join(" ")} `),
+    );
+    assert.match(result.stderr, /main\.ts/);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
 // ---------------------------------------------------------------- production permissions
 
 /** Starts `deno run <runFlags> main.ts run` against a rig; returns the child and its output. */
