@@ -50,7 +50,11 @@ export function setupLogging(
   const write = options.write ?? stderrWriter;
   const formatter = options.format === "json"
     ? getJsonLinesFormatter()
-    : getTextFormatter({ timestamp: "date-time-timezone" });
+    : getTextFormatter({
+      timestamp: "date-time-timezone",
+      // Strings bare (paths, targets, reasons), everything else as JSON.
+      value: (v: unknown) => typeof v === "string" ? v : JSON.stringify(v) ?? String(v),
+    });
   const sink: Sink = (record: LogRecord) => write(formatter(record));
   resetSync();
   configureSync({
