@@ -311,10 +311,12 @@ export class MqttLink implements AsyncDisposable {
     if (this.#closing) return;
     this.#closing = true;
     if (this.#options.health && this.#client.connected) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
         this.#publishHealth("down").catch(() => {}),
-        new Promise((resolve) => setTimeout(resolve, 1000)),
+        new Promise((resolve) => timer = setTimeout(resolve, 1000)),
       ]);
+      clearTimeout(timer);
     }
     await this.#client.endAsync(!this.#client.connected);
   }

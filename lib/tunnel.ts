@@ -108,9 +108,8 @@ export class Tunnel implements AsyncDisposable {
   readonly #traffic: Traffic = { fromTarget: 0, toTarget: 0 };
   readonly #timers = new Set<TimerId>();
   readonly #created: number;
+  readonly #finished = Promise.withResolvers<TunnelSummary>();
   #state: TunnelState = { name: "requested" };
-  #finished: Promise<TunnelSummary> | undefined;
-  #resolveFinished: (summary: TunnelSummary) => void = () => {};
 
   constructor(target: TunnelTarget, deps: TunnelDeps, limits: TunnelLimits) {
     this.target = target;
@@ -118,7 +117,6 @@ export class Tunnel implements AsyncDisposable {
     this.#limits = limits;
     this.#clock = deps.clock ?? realClock;
     this.#created = this.#clock.now();
-    this.#finished = new Promise((resolve) => this.#resolveFinished = resolve);
   }
 
   /** The current state. */
@@ -133,7 +131,7 @@ export class Tunnel implements AsyncDisposable {
 
   /** Settles once the session is closed or failed. */
   get finished(): Promise<TunnelSummary> {
-    return this.#finished!;
+    return this.#finished.promise;
   }
 
   get #label(): string {
@@ -151,7 +149,7 @@ export class Tunnel implements AsyncDisposable {
     if (next.name === "closed" || next.name === "failed") {
       for (const id of this.#timers) this.#clock.clearTimeout(id);
       this.#timers.clear();
-      this.#resolveFinished(this.#summary(next.name, next.reason));
+      this.#finished.resolve(this.#summary(next.name, next.reason));
     }
   }
 
@@ -308,7 +306,7 @@ export class Tunnel implements AsyncDisposable {
   #watchIdle(): void {
     const idle = this.#limits.idleTimeoutMs;
     const step = Math.max(1, Math.floor(idle / 4));
-    let lastBytes = -1;
+    let lastBytes = 0;
     let lastChange = this.#clock.now();
     const check = () => {
       const bytes = this.#traffic.fromTarget + this.#traffic.toTarget;
@@ -323,7 +321,6 @@ export class Tunnel implements AsyncDisposable {
       }
       this.#timer(Math.min(step, idle - (now - lastChange)), check);
     };
-    lastBytes = 0;
     this.#timer(Math.min(step, idle), check);
   }
 
