@@ -40,12 +40,13 @@ export const SYS: readonly string[] = ["uid"];
 export const SPAWNS_SELF = true;
 
 /**
- * Environment access stays unscoped: npm `mqtt` pulls in `debug`, which lists
- * the whole environment when it is loaded (`Object.keys(process.env)`), and
- * Deno grants that only with a plain `--allow-env`. The variables the agent
- * itself reads are listed in {@linkcode ENV_READ} for the docs and tests.
+ * The environment variables the agent reads; `--allow-env` is scoped to
+ * them. npm `mqtt` loads `debug`, which lists the whole environment, but
+ * lib/env_fence.ts (imported first by main.ts) hands npm code a
+ * `process.env` holding only these, so no wider grant is needed.
  */
-export const ENV_READ: readonly string[] = ["C8Y_TUNNEL_CONFIG"];
+export { AGENT_ENV as ENV_READ } from "../lib/agent_env.ts";
+import { AGENT_ENV } from "../lib/agent_env.ts";
 
 /** Environment variables that tune the permissions of a build (see {@linkcode optionsFromEnv}). */
 export const BUILD_ENV = {
@@ -108,7 +109,7 @@ function checkItems(kind: string, items: readonly string[]): void {
 
 /**
  * The permission flags of the agent: `--allow-read=…`, `--allow-write=…`,
- * `--allow-env`, `--allow-net[=…]`, `--allow-sys=…` for {@linkcode SYS}, and
+ * `--allow-env=…` for {@linkcode ENV_READ}, `--allow-net[=…]`, `--allow-sys=…` for {@linkcode SYS}, and
  * `--allow-run=<self>` when {@linkcode SPAWNS_SELF}. Shared by `deno compile`
  * and `deno run`; `--no-prompt` is added by the callers.
  */
@@ -122,7 +123,7 @@ export function permissionFlags(options: PermissionOptions = {}): string[] {
   const flags = [
     `--allow-read=${read.join(",")}`,
     `--allow-write=${write.join(",")}`,
-    "--allow-env",
+    `--allow-env=${AGENT_ENV.join(",")}`,
     net.length === 0 ? "--allow-net" : `--allow-net=${net.join(",")}`,
   ];
   if (SYS.length > 0) flags.push(`--allow-sys=${SYS.join(",")}`);

@@ -557,7 +557,7 @@ Deno.test("permissionFlags() scopes read and write, and net only when asked", ()
   assert.deepEqual(permissionFlags(), [
     `--allow-read=${read}`,
     "--allow-write=/etc/tedge/operations",
-    "--allow-env",
+    `--allow-env=${ENV_READ.join(",")}`,
     "--allow-net",
     ...tail,
   ]);
@@ -570,7 +570,7 @@ Deno.test("permissionFlags() scopes read and write, and net only when asked", ()
     [
       `--allow-read=${read},/etc/ssl/certs`,
       "--allow-write=/etc/tedge/operations,/srv/tedge/operations",
-      "--allow-env",
+      `--allow-env=${ENV_READ.join(",")}`,
       "--allow-net=127.0.0.1:1883,t1.example.com:443",
       ...tail,
     ],
