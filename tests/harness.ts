@@ -148,6 +148,19 @@ export function tcpServer(
   };
 }
 
+/** A connected loopback TCP pair: `near` for the code under test, `far` for the test. */
+export async function tcpPair(): Promise<{ near: Deno.Conn; far: Deno.Conn }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const near = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: (listener.addr as Deno.NetAddr).port,
+  });
+  const far = await accepted;
+  listener.close();
+  return { near, far };
+}
+
 /** Echoes every byte back. */
 export async function echo(conn: Deno.Conn): Promise<void> {
   const buffer = new Uint8Array(64 * 1024);

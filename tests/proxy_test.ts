@@ -1,20 +1,7 @@
 import assert from "node:assert/strict";
 import type { CloudLeg } from "../lib/cloud.ts";
 import { CHUNK_BYTES, pump, type Traffic } from "../lib/proxy.ts";
-
-async function tcpPair(): Promise<
-  { agentSide: Deno.Conn; targetSide: Deno.Conn }
-> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const agentSide = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: (listener.addr as Deno.NetAddr).port,
-  });
-  const targetSide = await accepted;
-  listener.close();
-  return { agentSide, targetSide };
-}
+import { tcpPair } from "./harness.ts";
 
 /** Resolves once `read()` has returned the same value for `quietTurns` checks in a row. */
 async function settled(read: () => number, quietTurns = 20): Promise<number> {
@@ -43,7 +30,7 @@ function leg(
 }
 
 Deno.test("pump() stops pulling from the cloud while the target does not read", async () => {
-  const { agentSide, targetSide } = await tcpPair();
+  const { near: agentSide, far: targetSide } = await tcpPair();
   let pulled = 0;
   const chunk = new Uint8Array(CHUNK_BYTES);
   const readable = new ReadableStream<Uint8Array>({
@@ -72,7 +59,7 @@ Deno.test("pump() stops pulling from the cloud while the target does not read", 
 });
 
 Deno.test("pump() stops reading the target while the cloud does not accept writes", async () => {
-  const { agentSide, targetSide } = await tcpPair();
+  const { near: agentSide, far: targetSide } = await tcpPair();
   const writes: Uint8Array[] = [];
   const stuck = new WritableStream<Uint8Array>({
     write: (c) => {

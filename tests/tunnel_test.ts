@@ -76,21 +76,6 @@ function fakeCloud() {
   };
 }
 
-/** A real loopback TCP pair: the tunnel gets one end, the test keeps the other. */
-async function tcpPair(): Promise<
-  { tunnelSide: Deno.Conn; testSide: Deno.Conn }
-> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const tunnelSide = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: (listener.addr as Deno.NetAddr).port,
-  });
-  const testSide = await accepted;
-  listener.close();
-  return { tunnelSide, testSide };
-}
-
 const limits: TunnelLimits = {
   connectTimeoutMs: 10_000,
   idleTimeoutMs: 0,
@@ -110,7 +95,7 @@ function pendingUntilAborted<T>(signal: AbortSignal): Promise<T> {
 
 Deno.test("Tunnel.open() moves requested -> connecting -> open and close() ends it closed", async () => {
   const clock = new ManualClock();
-  const { tunnelSide, testSide } = await tcpPair();
+  const { near: tunnelSide, far: testSide } = await tcpPair();
   const cloud = fakeCloud();
   const tunnel = new Tunnel(target, {
     dial: () => Promise.resolve(tunnelSide),
@@ -189,7 +174,7 @@ Deno.test("Tunnel.open() aborts the cloud attempt at once when the target refuse
 
 Deno.test("Tunnel closes an open session after idle_timeout without traffic, not before", async () => {
   const clock = new ManualClock();
-  const { tunnelSide, testSide } = await tcpPair();
+  const { near: tunnelSide, far: testSide } = await tcpPair();
   const cloud = fakeCloud();
   const tunnel = new Tunnel(target, {
     dial: () => Promise.resolve(tunnelSide),
@@ -217,7 +202,7 @@ Deno.test("Tunnel closes an open session after idle_timeout without traffic, not
 
 Deno.test("Tunnel closes an open session at max_duration", async () => {
   const clock = new ManualClock();
-  const { tunnelSide, testSide } = await tcpPair();
+  const { near: tunnelSide, far: testSide } = await tcpPair();
   const cloud = fakeCloud();
   const tunnel = new Tunnel(target, {
     dial: () => Promise.resolve(tunnelSide),
@@ -241,7 +226,7 @@ Deno.test("Tunnel closes an open session at max_duration", async () => {
 
 Deno.test("Tunnel ends when the target closes, after its bytes reached the cloud", async () => {
   const clock = new ManualClock();
-  const { tunnelSide, testSide } = await tcpPair();
+  const { near: tunnelSide, far: testSide } = await tcpPair();
   const cloud = fakeCloud();
   const tunnel = new Tunnel(target, {
     dial: () => Promise.resolve(tunnelSide),
