@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { CloudLeg } from "../lib/cloud.ts";
 import { logger } from "../lib/log.ts";
+import { tcpPair } from "./harness.ts";
 import {
   type Clock,
   type TimerId,
