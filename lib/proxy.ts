@@ -8,9 +8,15 @@
  * agent's hands: a slow target or a slow cloud stops the reads (backpressure
  * both ways) instead of growing a queue.
  *
+ * A cloud leg of the agent's own WebSocket client ({@linkcode CloudSocket})
+ * is pumped through its reused buffers: target bytes are read straight into
+ * the frame's payload space, cloud payloads are written straight from the
+ * receive buffer, so a session allocates nothing per chunk. Other legs
+ * (streams) go through {@linkcode CHUNK_BYTES} reads.
+ *
  * @module
  */
-import type { CloudLeg } from "./cloud.ts";
+import type { CloudLeg, CloudSocket } from "./cloud.ts";
 
 /** Size of one read from the target; also the largest frame we send. */
 export const CHUNK_BYTES = 64 * 1024;
@@ -105,6 +111,52 @@ async function copyCloudToTarget(
   }
 }
 
+/** Target -> cloud socket: reads into the frame's payload space, sends, repeats. */
+async function readTargetIntoFrames(
+  tcp: Deno.Conn,
+  socket: CloudSocket,
+  traffic: Traffic,
+): Promise<PumpEnd> {
+  while (true) {
+    let n: number | null;
+    try {
+      n = await tcp.read(socket.sendSpace());
+    } catch (error) {
+      return { by: "target", error };
+    }
+    if (n === null) return { by: "target" };
+    traffic.fromTarget += n;
+    try {
+      await socket.send(n);
+    } catch (error) {
+      return { by: "cloud", error };
+    }
+  }
+}
+
+/** Cloud socket -> target: writes each received payload view before receiving more. */
+async function writeFramesToTarget(
+  socket: CloudSocket,
+  tcp: Deno.Conn,
+  options: PumpOptions,
+): Promise<PumpEnd> {
+  while (true) {
+    let bytes: Uint8Array | null;
+    try {
+      bytes = await socket.receive(options.onTextFrame);
+    } catch (error) {
+      return { by: "cloud", error };
+    }
+    if (bytes === null) return { by: "cloud" };
+    options.traffic.toTarget += bytes.length;
+    try {
+      await writeAll(tcp, bytes);
+    } catch (error) {
+      return { by: "target", error };
+    }
+  }
+}
+
 /**
  * Copies bytes both ways until one side ends or `signal` aborts, then closes
  * both legs (a close frame to the cloud, a TCP close to the target) exactly
@@ -115,16 +167,21 @@ export async function pump(
   cloud: CloudLeg,
   options: PumpOptions,
 ): Promise<PumpEnd> {
-  const writer = cloud.writable.getWriter();
-  const reader = cloud.readable.getReader();
+  const socket = cloud.socket;
+  const writer = socket ? null : cloud.writable.getWriter();
+  const reader = socket ? null : cloud.readable.getReader();
   let onAbort = () => {};
   const aborted = new Promise<PumpEnd>((resolve) => {
     onAbort = () => resolve({ by: "session" });
     if (options.signal.aborted) onAbort();
     options.signal.addEventListener("abort", onAbort, { once: true });
   });
-  const up = copyTargetToCloud(tcp, writer, options.traffic);
-  const down = copyCloudToTarget(reader, tcp, options);
+  const up = socket
+    ? readTargetIntoFrames(tcp, socket, options.traffic)
+    : copyTargetToCloud(tcp, writer!, options.traffic);
+  const down = socket
+    ? writeFramesToTarget(socket, tcp, options)
+    : copyCloudToTarget(reader!, tcp, options);
   const end = await Promise.race([up, down, aborted]);
   options.signal.removeEventListener("abort", onAbort);
   // Whatever ended first has delivered what it read; now end both legs.
@@ -138,8 +195,9 @@ export async function pump(
   }
   // The other direction ends on its own once its pending read or write
   // fails on the closed legs; a stuck cloud must not hold up the session.
-  reader.cancel().catch(() => {});
-  writer.abort().catch(() => {});
+  // A socket leg's reads end with the close handshake (bounded by a timer).
+  reader?.cancel().catch(() => {});
+  writer?.abort().catch(() => {});
   if (end.by === "cloud" && end.error === undefined) {
     return { by: "cloud", code: (await cloud.closed).code };
   }

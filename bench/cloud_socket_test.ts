@@ -1,0 +1,299 @@
+/**
+ * Tests of the agent's own WebSocket client (lib/cloud.ts openCloudSocket)
+ * against a scripted server on a raw loopback socket, so every frame on the
+ * wire is seen and chosen by the test. (Lives in bench/ with the benchmark
+ * that motivated the client; run with `deno test -A bench/`.)
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import {
+  CloudConnectError,
+  type CloudLeg,
+  MAX_FRAME_PAYLOAD,
+  openCloudSocket,
+} from "../lib/cloud.ts";
+
+const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+const encoder = new TextEncoder();
+
+/** One accepted connection of the scripted server, after reading the request head. */
+interface ServerSide {
+  readonly conn: Deno.Conn;
+  readonly request: string;
+  /** Reads one whole frame sent by the client (unmasked), or null at EOF. */
+  frame(): Promise<
+    | { fin: boolean; opcode: number; masked: boolean; payload: Uint8Array }
+    | null
+  >;
+  write(bytes: Uint8Array): Promise<void>;
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) {
+    offset += await conn.write(data.subarray(offset));
+  }
+}
+
+/** A server frame (unmasked unless `mask` is given). */
+function frame(
+  opcode: number,
+  payload: Uint8Array,
+  options: { fin?: boolean; mask?: Uint8Array; long?: boolean } = {},
+): Uint8Array {
+  const n = payload.length;
+  const ext = options.long ? 8 : n < 126 ? 0 : n < 65536 ? 2 : 8;
+  const head = new Uint8Array(2 + ext + (options.mask ? 4 : 0));
+  head[0] = (options.fin === false ? 0 : 0x80) | opcode;
+  head[1] = (options.mask ? 0x80 : 0) | (ext === 0 ? n : ext === 2 ? 126 : 127);
+  const view = new DataView(head.buffer);
+  if (ext === 2) view.setUint16(2, n);
+  if (ext === 8) view.setBigUint64(2, BigInt(n));
+  const body = payload.slice();
+  if (options.mask) {
+    head.set(options.mask, 2 + ext);
+    for (let i = 0; i < n; i++) body[i] = body[i]! ^ options.mask[i & 3]!;
+  }
+  const out = new Uint8Array(head.length + n);
+  out.set(head);
+  out.set(body, head.length);
+  return out;
+}
+
+/**
+ * A loopback server that answers the upgrade (or `status`) and hands each
+ * connection to `script`; the `early` bytes go out in the same write as the 101.
+ */
+function scriptedServer(
+  script: (side: ServerSide) => Promise<void>,
+  options: { status?: number; accept?: string; early?: Uint8Array } = {},
+) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const done = (async () => {
+    const conn = await listener.accept();
+    let buffer = new Uint8Array(0);
+    const more = async () => {
+      const chunk = new Uint8Array(65536);
+      const n = await conn.read(chunk);
+      if (n === null) return false;
+      const next = new Uint8Array(buffer.length + n);
+      next.set(buffer);
+      next.set(chunk.subarray(0, n), buffer.length);
+      buffer = next;
+      return true;
+    };
+    let head = -1;
+    while ((head = new TextDecoder().decode(buffer).indexOf("\r\n\r\n")) < 0) {
+      if (!await more()) throw new Error("client closed during the handshake");
+    }
+    const request = new TextDecoder().decode(buffer.subarray(0, head));
+    buffer = buffer.slice(head + 4);
+    const key = /^sec-websocket-key: *(\S+)/im.exec(request)?.[1] ?? "";
+    const digest = await crypto.subtle.digest(
+      "SHA-1",
+      encoder.encode(key + GUID),
+    );
+    const accept = options.accept ??
+      btoa(String.fromCharCode(...new Uint8Array(digest)));
+    const status = options.status ?? 101;
+    const answer = status === 101
+      ? `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: binary\r\n\r\n`
+      : `HTTP/1.1 ${status} Nope\r\ncontent-length: 0\r\n\r\n`;
+    const head101 = encoder.encode(answer);
+    const early = options.early ?? new Uint8Array(0);
+    const first = new Uint8Array(head101.length + early.length);
+    first.set(head101);
+    first.set(early, head101.length);
+    await writeAll(conn, first);
+    const side: ServerSide = {
+      conn,
+      request,
+      write: (bytes) => writeAll(conn, bytes),
+      async frame() {
+        const need = async (n: number) => {
+          while (buffer.length < n) if (!await more()) return false;
+          return true;
+        };
+        if (!await need(2)) return null;
+        const len7 = buffer[1]! & 0x7f;
+        const masked = (buffer[1]! & 0x80) !== 0;
+        const ext = len7 === 126 ? 2 : len7 === 127 ? 8 : 0;
+        if (!await need(2 + ext + (masked ? 4 : 0))) return null;
+        const view = new DataView(buffer.buffer, buffer.byteOffset);
+        const n = ext === 0
+          ? len7
+          : ext === 2
+          ? view.getUint16(2)
+          : Number(view.getBigUint64(2));
+        const at = 2 + ext + (masked ? 4 : 0);
+        if (!await need(at + n)) return null;
+        const mask = buffer.slice(at - 4, at);
+        const payload = buffer.slice(at, at + n);
+        if (masked) {
+          for (let i = 0; i < n; i++) payload[i] = payload[i]! ^ mask[i & 3]!;
+        }
+        const result = {
+          fin: (buffer[0]! & 0x80) !== 0,
+          opcode: buffer[0]! & 0x0f,
+          masked,
+          payload,
+        };
+        buffer = buffer.slice(at + n);
+        return result;
+      },
+    };
+    try {
+      await script(side);
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed by the script */ }
+    }
+  })();
+  return {
+    url: `ws://127.0.0.1:${listener.addr.port}/service/remoteaccess/device/k1`,
+    async close() {
+      try {
+        await done;
+      } finally {
+        listener.close();
+      }
+    },
+  };
+}
+
+function open(url: string, headers = new Headers()): Promise<CloudLeg> {
+  return openCloudSocket(url, {
+    headers,
+    signal: new AbortController().signal,
+  });
+}
+
+Deno.test("openCloudSocket() sends the upgrade with subprotocol binary and auth, and keeps bytes sent with the 101", async () => {
+  let request = "";
+  const server = scriptedServer(async (side) => {
+    request = side.request;
+    assert.equal((await side.frame())?.opcode, 0x8); // our close
+    await side.write(frame(0x8, new Uint8Array([0x03, 0xe8])));
+  }, { early: frame(0x2, encoder.encode("hello")) });
+  const leg = await open(
+    server.url,
+    new Headers({ Authorization: "Bearer t0k3n" }),
+  );
+  assert.equal(leg.protocol, "binary");
+  assert.match(request, /^GET \/service\/remoteaccess\/device\/k1 HTTP\/1\.1/);
+  assert.match(request, /^sec-websocket-protocol: binary$/im);
+  assert.match(request, /^authorization: Bearer t0k3n$/im);
+  const bytes = await leg.socket!.receive();
+  assert.equal(new TextDecoder().decode(bytes!), "hello");
+  leg.close("done");
+  assert.equal((await leg.closed).code, 1000);
+  await server.close();
+});
+
+Deno.test("openCloudSocket() reports a 401 as CloudConnectError with the status and what to check", async () => {
+  const server = scriptedServer(() => Promise.resolve(), { status: 401 });
+  await assert.rejects(open(server.url), (error: unknown) => {
+    assert.ok(error instanceof CloudConnectError);
+    assert.equal(error.status, 401);
+    assert.match(error.message, /c8y\.auth/);
+    return true;
+  });
+  await server.close();
+});
+
+Deno.test("openCloudSocket() refuses a server whose Sec-WebSocket-Accept is wrong", async () => {
+  const server = scriptedServer(() => Promise.resolve(), {
+    accept: "bm9wZQ==",
+  });
+  await assert.rejects(open(server.url), CloudConnectError);
+  await server.close();
+});
+
+Deno.test("CloudSocket.receive() joins fragments, skips text, answers pings and tolerates a masked frame", async () => {
+  const pong = Promise.withResolvers<Uint8Array>();
+  const server = scriptedServer(async (side) => {
+    await side.write(frame(0x2, encoder.encode("ab"), { fin: false }));
+    await side.write(frame(0x9, encoder.encode("png")));
+    await side.write(frame(0x0, encoder.encode("cd")));
+    await side.write(frame(0x1, encoder.encode("text is not data")));
+    await side.write(
+      frame(0x2, encoder.encode("ef"), { mask: new Uint8Array([1, 2, 3, 4]) }),
+    );
+    await side.write(frame(0x2, encoder.encode("gh"), { long: true }));
+    await side.write(frame(0x8, new Uint8Array([0x03, 0xe8])));
+    const reply = await side.frame();
+    assert.equal(reply?.opcode, 0xa);
+    assert.ok(reply?.masked, "client frames must be masked");
+    pong.resolve(reply!.payload);
+    assert.equal((await side.frame())?.opcode, 0x8); // the echo of our close
+  });
+  const leg = await open(server.url);
+  let texts = 0;
+  let data = "";
+  while (true) {
+    const bytes = await leg.socket!.receive(() => texts++);
+    if (bytes === null) break;
+    data += new TextDecoder().decode(bytes);
+  }
+  assert.equal(data, "abcdefgh");
+  assert.equal(texts, 1);
+  assert.equal(new TextDecoder().decode(await pong.promise), "png");
+  assert.deepEqual(await leg.closed, { code: 1000, reason: "" });
+  await server.close();
+});
+
+Deno.test("CloudSocket.send() writes masked binary frames, 126 and 127 length forms, and grows its space after full frames", async () => {
+  const payloads: Uint8Array[] = [];
+  const server = scriptedServer(async (side) => {
+    while (true) {
+      const f = await side.frame();
+      if (f === null || f.opcode === 0x8) break;
+      assert.equal(f.opcode, 0x2);
+      assert.ok(f.fin && f.masked);
+      payloads.push(f.payload);
+    }
+    await side.write(frame(0x8, new Uint8Array([0x03, 0xe8])));
+  });
+  const leg = await open(server.url);
+  const socket = leg.socket!;
+  const sizes: number[] = [];
+  for (let round = 0; round < 6; round++) {
+    const space = socket.sendSpace();
+    sizes.push(space.length);
+    for (let i = 0; i < space.length; i++) space[i] = (i * 7 + round) & 0xff;
+    await socket.send(space.length);
+  }
+  socket.sendSpace().set([1, 2, 3]);
+  await socket.send(3);
+  leg.close("done");
+  await leg.closed;
+  await server.close();
+  assert.ok(sizes.at(-1) === MAX_FRAME_PAYLOAD, `space grew to ${sizes}`);
+  assert.ok(sizes[0]! < MAX_FRAME_PAYLOAD);
+  assert.equal(payloads.length, 7);
+  for (let round = 0; round < 6; round++) {
+    const p = payloads[round]!;
+    assert.equal(p.length, sizes[round]);
+    assert.ok(p.every((b, i) => b === ((i * 7 + round) & 0xff)));
+  }
+  assert.deepEqual([...payloads[6]!], [1, 2, 3]);
+});
+
+Deno.test("CloudSocket close() without an answer from the server closes the socket within a second", async () => {
+  const server = scriptedServer(async (side) => {
+    assert.equal((await side.frame())?.opcode, 0x8);
+    // no answer; wait for the client to give up
+    assert.equal(await side.frame(), null);
+  });
+  const leg = await open(server.url);
+  const t0 = performance.now();
+  leg.close("bye");
+  const info = await leg.closed;
+  const elapsed = performance.now() - t0;
+  assert.equal(info.code, 1006);
+  assert.ok(elapsed < 1500, `closed after ${elapsed} ms`);
+  await server.close();
+});
