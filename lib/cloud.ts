@@ -666,6 +666,16 @@ function headEnd(bytes: Uint8Array, end: number): number {
 export interface CloudSocketOptions {
   /** Extra trusted CA certificates (PEM) for wss, added to the built-in roots. */
   readonly caCerts?: readonly string[];
+  /**
+   * Opens the TCP connection to the cloud's host:port instead of
+   * `Deno.connect`, e.g. through an HTTP CONNECT proxy (lib/http_proxy.ts);
+   * TLS is then started on what it returns.
+   */
+  readonly dial?: (
+    hostname: string,
+    port: number,
+    signal: AbortSignal,
+  ) => Promise<Deno.TcpConn>;
 }
 
 /**
@@ -688,11 +698,13 @@ export function cloudSocketOpener(
     };
     options.signal.addEventListener("abort", onAbort, { once: true });
     try {
-      const tcp = await Deno.connect({
-        hostname,
-        port,
-        signal: options.signal,
-      });
+      const tcp = socketOptions.dial
+        ? await socketOptions.dial(hostname, port, options.signal)
+        : await Deno.connect({
+          hostname,
+          port,
+          signal: options.signal,
+        });
       conn = tcp;
       tcp.setNoDelay(true);
       if (secure) {

@@ -25,7 +25,7 @@
  * @module
  */
 import mqtt from "mqtt";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   authHeaders,
@@ -468,6 +468,18 @@ export function selfCommand(args: readonly string[]): SelfCommand {
     return { command: exe, args: [...args] };
   }
   const main = fileURLToPath(Deno.mainModule);
+  const original = originalRunFlags(main);
+  if (original !== null) {
+    return {
+      command: exe,
+      args: [
+        ...original,
+        ...(original.includes("--no-prompt") ? [] : ["--no-prompt"]),
+        main,
+        ...args,
+      ],
+    };
+  }
   const config = findDenoConfig(dirname(main));
   return {
     command: exe,
@@ -481,6 +493,32 @@ export function selfCommand(args: readonly string[]): SelfCommand {
       ...args,
     ],
   };
+}
+
+/**
+ * `run` and the flags this `deno run` was started with, from
+ * /proc/self/cmdline (Linux), so that scoped permissions and other flags
+ * carry over exactly; null when that cannot be read or understood.
+ */
+function originalRunFlags(main: string): string[] | null {
+  let argv: string[];
+  try {
+    argv = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
+  } catch {
+    return null;
+  }
+  if (argv.at(-1) === "") argv.pop();
+  if (argv[1] !== "run") return null;
+  const at = argv.findIndex((arg, i) => {
+    if (i < 2 || arg.startsWith("-")) return false;
+    try {
+      return (arg.startsWith("file:") ? fileURLToPath(arg) : resolve(arg)) ===
+        main;
+    } catch {
+      return false;
+    }
+  });
+  return at < 0 ? null : argv.slice(1, at);
 }
 
 /** The child's one-line verdict on its stdout. */

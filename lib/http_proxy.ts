@@ -1,17 +1,22 @@
 /**
- * The cloud leg through an HTTP client: an HTTP CONNECT proxy
- * (`proxy.address`, `proxy.username`, `proxy.password`) and extra CA
- * certificates (`c8y.root_cert_path`), DESIGN.md §1.3.
+ * The cloud leg through an HTTP CONNECT proxy (`proxy.address`,
+ * `proxy.username`, `proxy.password`) and with extra CA certificates
+ * (`c8y.root_cert_path`), DESIGN.md §1.3.
  *
- * Deno 2.9.6's WebSocketStream ignores a `client` option (checked: its
- * handshake bypasses the proxy and the extra CAs), while `new WebSocket(url,
- * { client })` honours both. So when a proxy or a CA is configured, the cloud
- * leg is a plain WebSocket wrapped into the {@linkcode CloudLeg} interface:
- * sends wait while `bufferedAmount` is above {@linkcode SEND_HIGH_WATER_BYTES}
- * (backpressure towards the cloud), but receiving has no backpressure (the
- * runtime delivers every frame at once), so a slow target makes the agent
- * queue what the cloud sends. Without proxy or CA, the WebSocketStream path
- * of `cloud.ts` is used unchanged.
+ * The agent's own WebSocket client (`cloudSocketOpener` in cloud.ts) takes
+ * the CAs for its `Deno.startTls`, and a `dial` function that opens its TCP
+ * connection: {@linkcode dialThroughProxy} sends `CONNECT host:port` to an
+ * http:// proxy and hands back the tunnelled connection. So proxy and CAs
+ * keep the client's bounded buffers and backpressure both ways.
+ *
+ * An https:// proxy (TLS to the proxy itself) cannot carry a second TLS
+ * session through `Deno.startTls`, so for it the cloud leg is the runtime's
+ * `new WebSocket(url, { client })` over `Deno.createHttpClient({ proxy,
+ * caCerts })` ({@linkcode openWebSocketWithClient}; Deno 2.9.6's
+ * WebSocketStream ignores a `client`, checked). Its sends wait while
+ * `bufferedAmount` is above {@linkcode SEND_HIGH_WATER_BYTES}, but receiving
+ * has no backpressure: a slow target makes the agent queue what the cloud
+ * sends.
  *
  * @module
  */
@@ -20,9 +25,10 @@ import type { Config } from "./config.ts";
 import {
   CloudConnectError,
   type CloudLeg,
+  cloudSocketOpener,
   describeStatus,
   type OpenCloudLeg,
-  openWebSocketStream,
+  openCloudSocket,
 } from "./cloud.ts";
 
 /** What the runtime's HTTP client needs for the cloud leg. */
@@ -140,6 +146,125 @@ export function createCloudHttpClient(
       }
       : {}),
   });
+}
+
+/** Longest proxy answer head accepted for CONNECT. */
+const PROXY_HEAD_MAX_BYTES = 16 * 1024;
+
+/**
+ * Opens a TCP connection to hostname:port through an HTTP proxy with
+ * `CONNECT` (RFC 9110 §9.3.6), sending `Proxy-Authorization: Basic` when
+ * credentials are given. Resolves with the tunnelled connection (TLS, if
+ * any, is started on it by the caller) once the proxy answered 2xx.
+ * @throws {CloudConnectError} naming the proxy and what it answered.
+ */
+export async function dialThroughProxy(
+  proxy: NonNullable<CloudHttpOptions["proxy"]>,
+  hostname: string,
+  port: number,
+  signal: AbortSignal,
+): Promise<Deno.TcpConn> {
+  const proxyUrl = new URL(proxy.url);
+  if (proxyUrl.protocol !== "http:") {
+    throw new CloudConnectError(
+      `Cannot use proxy ${proxy.url}: only http:// proxies can tunnel the agent's own WebSocket client`,
+    );
+  }
+  const proxyHost = proxyUrl.hostname.replace(/^\[|\]$/g, "");
+  const proxyPort = Number(proxyUrl.port || 80);
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: proxyHost, port: proxyPort, signal });
+  } catch (error) {
+    if (signal.aborted) throw signal.reason;
+    throw new CloudConnectError(
+      `cannot reach proxy ${proxy.url} (proxy.address): ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      undefined,
+      { cause: error },
+    );
+  }
+  const onAbort = () => {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  };
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    const authority = hostname.includes(":")
+      ? `[${hostname}]:${port}`
+      : `${hostname}:${port}`;
+    let request = `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n` +
+      "User-Agent: c8y-tunnel\r\n";
+    if (proxy.basicAuth) {
+      const bytes = new TextEncoder().encode(
+        `${proxy.basicAuth.username}:${proxy.basicAuth.password}`,
+      );
+      request += `Proxy-Authorization: Basic ${
+        btoa(String.fromCharCode(...bytes))
+      }\r\n`;
+    }
+    const out = new TextEncoder().encode(`${request}\r\n`);
+    for (let offset = 0; offset < out.length;) {
+      offset += await conn.write(out.subarray(offset));
+    }
+    // Read the answer's head only: the tunnel's first bytes are the caller's.
+    const head = new Uint8Array(PROXY_HEAD_MAX_BYTES);
+    let end = 0;
+    const ended = () =>
+      end >= 4 && head[end - 4] === 13 && head[end - 3] === 10 &&
+      head[end - 2] === 13 && head[end - 1] === 10;
+    while (!ended()) {
+      if (end === head.length) {
+        throw new CloudConnectError(
+          `proxy ${proxy.url} sent an answer head longer than ${PROXY_HEAD_MAX_BYTES} bytes`,
+        );
+      }
+      const n = await conn.read(head.subarray(end, end + 1));
+      if (n === null) {
+        throw new CloudConnectError(
+          `proxy ${proxy.url} closed the connection before answering CONNECT ${authority}`,
+        );
+      }
+      end += n;
+    }
+    const statusLine = new TextDecoder().decode(head.subarray(0, end))
+      .split("\r\n")[0] ?? "";
+    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1]);
+    if (status === 407) {
+      throw new CloudConnectError(
+        `proxy ${proxy.url} refused the credentials (HTTP 407): check proxy.username and proxy.password`,
+        407,
+      );
+    }
+    if (!(status >= 200 && status < 300)) {
+      throw new CloudConnectError(
+        `proxy ${proxy.url} refused CONNECT ${authority}: ${
+          Number.isNaN(status)
+            ? `not an HTTP answer ${JSON.stringify(statusLine.slice(0, 40))}`
+            : `HTTP ${status}`
+        }`,
+        Number.isNaN(status) ? undefined : status,
+      );
+    }
+    return conn;
+  } catch (error) {
+    onAbort();
+    if (signal.aborted) throw signal.reason;
+    if (error instanceof CloudConnectError) throw error;
+    throw new CloudConnectError(
+      `proxy ${proxy.url} failed during CONNECT: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      undefined,
+      { cause: error },
+    );
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
 }
 
 /** Turns a failed handshake into a message a user can act on. */
@@ -300,21 +425,37 @@ function wrapWebSocket(ws: WebSocket): CloudLeg {
   };
 }
 
+/** The opener for resolved options: the agent's own client, or the runtime's WebSocket for an https:// proxy. */
+export function openerFor(http: CloudHttpOptions | null): OpenCloudLeg {
+  if (http === null) return openCloudSocket;
+  const proxy = http.proxy;
+  if (proxy && new URL(proxy.url).protocol !== "http:") {
+    return openWebSocketWithClient(http);
+  }
+  return cloudSocketOpener({
+    ...(http.caCerts ? { caCerts: http.caCerts } : {}),
+    ...(proxy
+      ? {
+        dial: (hostname: string, port: number, signal: AbortSignal) =>
+          dialThroughProxy(proxy, hostname, port, signal),
+      }
+      : {}),
+  });
+}
+
 /**
- * The cloud-leg opener for `config`: WebSocketStream when neither a proxy nor
- * `c8y.root_cert_path` is set, else a WebSocket through an HTTP client. The
- * CA files are read once, on first use; if that fails, every session fails
- * with the reason.
+ * The cloud-leg opener for `config`: the agent's own WebSocket client,
+ * through the proxy and with the extra CAs when configured. The CA files are
+ * read once, on first use; if that fails, every session fails with the
+ * reason (and the next session tries again).
  */
 export function cloudLegOpenerFor(config: Config): OpenCloudLeg {
   if (config.proxy.address === "" && config.c8y.rootCertPath === "") {
-    return openWebSocketStream;
+    return openCloudSocket;
   }
   let opener: Promise<OpenCloudLeg> | undefined;
   return async (url, options) => {
-    opener ??= cloudHttpOptions(config).then((http) =>
-      http ? openWebSocketWithClient(http) : openWebSocketStream
-    );
+    opener ??= cloudHttpOptions(config).then(openerFor);
     let open: OpenCloudLeg;
     try {
       open = await opener;

@@ -6,7 +6,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Agent } from "../lib/agent.ts";
-import { loadCaCerts } from "../lib/http_proxy.ts";
+import {
+  dialThroughProxy,
+  loadCaCerts,
+  openWebSocketWithClient,
+} from "../lib/http_proxy.ts";
 import {
   echo,
   pseudoRandomBytes,
@@ -329,6 +333,111 @@ Deno.test({
     );
     assert.match(failed.payload, /HTTP 407.*proxy\.username/);
     assert.doesNotMatch(failed.payload, /wrong-secret/);
+  },
+});
+
+Deno.test("Agent tunnels a ws:// cloud leg through the proxy with CONNECT too", async () => {
+  await using rig = await startRig();
+  const proxy = connectProxy();
+  rig.defer(() => proxy.close());
+  const target = tcpServer(echo);
+  rig.defer(() => target.close());
+  const agent = new Agent(
+    testConfig(
+      rigToml(rig.broker.port, rig.sim.url) +
+        `[proxy]\naddress = "${proxy.url}"\n`,
+    ),
+  );
+  rig.defer(() => agent.close());
+  await agent.ready;
+  await roundTrip(rig, target.port);
+  const simPort = new URL(rig.sim.url).port;
+  assert.equal(
+    proxy.requests[0]?.split("\r\n")[0],
+    `CONNECT 127.0.0.1:${simPort} HTTP/1.1`,
+  );
+  assert.ok(
+    !proxy.requests[0]?.toLowerCase().includes("proxy-authorization"),
+    "no credentials configured, none sent",
+  );
+});
+
+Deno.test("dialThroughProxy() names proxy.address when the proxy cannot be reached", async () => {
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (closed.addr as Deno.NetAddr).port;
+  closed.close();
+  await assert.rejects(
+    dialThroughProxy(
+      { url: `http://127.0.0.1:${port}` },
+      "127.0.0.1",
+      443,
+      new AbortController().signal,
+    ),
+    new RegExp(
+      `cannot reach proxy http://127\\.0\\.0\\.1:${port} \\(proxy\\.address\\)`,
+    ),
+  );
+});
+
+Deno.test({
+  name:
+    "openWebSocketWithClient() (the https:// proxy fallback) carries bytes both ways through a CONNECT proxy with extra CAs",
+  ignore: !HAVE_OPENSSL,
+  async fn() {
+    await using pki = await makePki();
+    await using rig = await startRig({ cert: pki.cert, key: pki.key });
+    const proxy = connectProxy();
+    rig.defer(() => proxy.close());
+    const open = openWebSocketWithClient({
+      proxy: { url: proxy.url, basicAuth: { username: "u", password: "p" } },
+      caCerts: [await Deno.readTextFile(pki.caPath)],
+    });
+    const session = rig.sim.openSession();
+    const url = `${
+      rig.sim.url.replace(/^https/, "wss")
+    }/service/remoteaccess/device/${session.key}`;
+    const leg = await open(url, {
+      headers: new Headers(),
+      signal: new AbortController().signal,
+    });
+    await session.connected;
+    assert.equal(leg.protocol, "binary");
+    assert.match(
+      proxy.requests[0] ?? "",
+      /^CONNECT 127\.0\.0\.1:\d+ HTTP\/1\.1/,
+    );
+
+    const data = pseudoRandomBytes(512 * 1024, 5);
+    const received = session.received.getReader();
+    const atSim = readBytes(received, data.length);
+    const writer = leg.writable.getWriter();
+    await writer.write(data);
+    assert.equal(await sha256(await atSim), await sha256(data));
+    received.releaseLock();
+
+    const reader = leg.readable.getReader();
+    session.send(data);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    while (total < data.length) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (typeof value === "string") continue;
+      chunks.push(value);
+      total += value.length;
+    }
+    const back = new Uint8Array(total);
+    let offset = 0;
+    for (const chunk of chunks) {
+      back.set(chunk, offset);
+      offset += chunk.length;
+    }
+    assert.equal(await sha256(back), await sha256(data));
+    writer.releaseLock();
+    reader.releaseLock();
+    leg.close("test done");
+    assert.equal((await leg.closed).code, 1000);
+    await session.closed;
   },
 });
 
