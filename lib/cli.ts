@@ -16,6 +16,7 @@ import {
 } from "./connect.ts";
 import { formatCheckLine, runCheck } from "./check.ts";
 import {
+  daemonServesOperations,
   inspectOperationFile,
   pluginCommand,
   removeOperationFile,
@@ -67,7 +68,15 @@ async function configFrom(
 
 /** Runs the daemon until a shutdown signal, then closes everything within 5 s. */
 async function runDaemon(config: Config, host: CliHost): Promise<ExitCode> {
-  const agent = new Agent(config);
+  // In plugin mode the mapper runs `connect`, which hands requests to us;
+  // listening for them too would serve and report each request twice.
+  const operations = await daemonServesOperations(config);
+  if (!operations) {
+    host.stderr(
+      "operation file is in plugin mode: serving requests handed over by `c8y-tunnel connect` only (run `c8y-tunnel init --daemon` to listen directly)\n",
+    );
+  }
+  const agent = new Agent(config, { operations });
   const signal = await host.shutdownRequested;
   host.stderr(`received ${signal}, closing sessions\n`);
   let timer: ReturnType<typeof setTimeout> | undefined;
