@@ -51,7 +51,7 @@ import { Pattern } from "./wire.ts";
 const MiB = 1024 * 1024;
 
 const FULL: Plan = {
-  runs: 3,
+  runs: 5,
   transferBytes: 256 * MiB,
   roundTrips: 5000,
   setups: 20,
@@ -86,8 +86,10 @@ const MEASUREMENTS: readonly {
   name: string;
   run: Measure;
   cloud: CloudKind;
+  /** Restart the relays before each run (memory of a daemon at rest). */
+  fresh?: boolean;
 }[] = [
-  { name: "idle memory", run: idleMemory, cloud: "sim" },
+  { name: "idle memory", run: idleMemory, cloud: "sim", fresh: true },
   { name: "setup", run: setup, cloud: "sim" },
   { name: "latency", run: latency, cloud: "sim" },
   { name: "throughput", run: throughput, cloud: "sim" },
@@ -470,6 +472,16 @@ async function main(): Promise<number> {
   const started = performance.now();
   const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-bench-" });
   const stack = new AsyncDisposableStack();
+  // Ctrl-C or SIGTERM: stop every process the bench started, then exit.
+  const interrupted = async () => {
+    console.error("bench: interrupted, stopping what it started");
+    await stack.disposeAsync().catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    Deno.exit(130);
+  };
+  for (const name of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(name, interrupted);
+  }
   const results = new Results();
   const running: Running[] = [];
   let cloud: Cloud | undefined;
@@ -494,35 +506,39 @@ async function main(): Promise<number> {
       measures.includes(m.name.replace(" ", "-"))
     );
     let current: CloudKind | null = null;
+    /** Stops the contenders `which` selects and starts them again (same rig). */
+    const restart = async (which: (c: Running) => boolean) => {
+      for (const c of running.splice(0)) {
+        if (which(c)) await c[Symbol.asyncDispose]();
+        else running.push(c);
+      }
+      for (const name of names) {
+        if (running.some((c) => c.name === name)) continue;
+        const c = await start(name, {
+          dir,
+          brokerPort: broker.port,
+          cloud: cloud!,
+          operator,
+          targetPort: target.port,
+          maxSessions: plan.scaleSessions + 50,
+        });
+        stack.use(c);
+        running.push(c);
+      }
+      running.sort((a, b) =>
+        names.indexOf(a.name as ContenderName) -
+        names.indexOf(b.name as ContenderName)
+      );
+    };
     for (const measurement of selected) {
       if (measurement.cloud !== current) {
         // (Re)start the cloud and the contenders that talk to it.
         current = measurement.cloud;
-        for (const c of running.splice(0)) {
-          if (c.prefix !== null || current === "sim") {
-            await c[Symbol.asyncDispose]();
-          } else running.push(c);
-        }
         cloud = stack.use(await startCloud(current));
         cloud.onKey = (key) => operator.request(key);
         clouds.push(cloud.description);
-        for (const name of names) {
-          if (running.some((c) => c.name === name)) continue;
-          const c = await start(name, {
-            dir,
-            brokerPort: broker.port,
-            cloud: cloud!,
-            operator,
-            targetPort: target.port,
-            maxSessions: plan.scaleSessions + 50,
-          });
-          stack.use(c);
-          running.push(c);
-        }
-        running.sort((a, b) =>
-          names.indexOf(a.name as ContenderName) -
-          names.indexOf(b.name as ContenderName)
-        );
+        const kind = current;
+        await restart((c) => c.prefix !== null || kind === "sim");
       }
       const bench: Bench = {
         plan,
@@ -532,6 +548,11 @@ async function main(): Promise<number> {
         cloudPid: cloud?.pid ?? null,
       };
       for (let run = 1; run <= plan.runs; run++) {
+        if (measurement.fresh) {
+          // A daemon at rest: just started, settled for a second.
+          await restart((c) => c.pid !== null);
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
         for (const c of running) {
           const t0 = performance.now();
           try {

@@ -211,41 +211,68 @@ export async function setup(bench: Bench, c: Running): Promise<Sample> {
   };
 }
 
-/** Idle RSS, then RSS with `idleSessions` open idle sessions. */
+/** Opens `count` idle sessions, one after another. */
+async function openIdle(
+  bench: Bench,
+  c: Running,
+  count: number,
+): Promise<ClientConn[]> {
+  const clients: ClientConn[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const client = await session(bench, c, AbortSignal.timeout(15_000));
+      clients.push(client);
+      await idle(client);
+    }
+    await until(
+      () => bench.target.open >= count,
+      "idle sessions at the target",
+    );
+    return clients;
+  } catch (error) {
+    closeAll(clients);
+    throw error;
+  }
+}
+
+function closeAll(clients: readonly ClientConn[]): void {
+  for (const client of clients) {
+    try {
+      client.conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/**
+ * RSS of the relay at rest (the driver starts it afresh before this), then
+ * the cost of each idle open session: after a warm-up batch (so that code
+ * compiled on first use is not counted per session), RSS with
+ * `idleSessions` open sessions over RSS before them.
+ */
 export async function idleMemory(bench: Bench, c: Running): Promise<Sample> {
   if (c.pid === null) return { values: {}, problems: [] };
   await settle(bench, c);
+  const idleRss = treeRss(c.pid);
+  closeAll(await openIdle(bench, c, Math.min(10, bench.plan.idleSessions)));
+  await settle(bench, c);
+  await new Promise((resolve) => setTimeout(resolve, 300));
   const base = treeRss(c.pid);
-  const clients: ClientConn[] = [];
-  const problems: string[] = [];
+  const clients = await openIdle(bench, c, bench.plan.idleSessions);
   try {
-    for (let i = 0; i < bench.plan.idleSessions; i++) {
-      const client = await session(bench, c, AbortSignal.timeout(15_000));
-      await idle(client);
-      clients.push(client);
-    }
-    await until(
-      () => bench.target.open >= bench.plan.idleSessions,
-      "idle sessions at the target",
-    );
     // Let the relay finish its per-session work before reading its memory.
     await new Promise((resolve) => setTimeout(resolve, 300));
     const loaded = treeRss(c.pid);
     return {
       values: {
-        idleRss: base,
+        idleRss,
         perSessionRss: (loaded - base) / bench.plan.idleSessions,
       },
-      problems,
+      problems: [],
     };
   } finally {
-    for (const client of clients) {
-      try {
-        client.conn.close();
-      } catch {
-        // already closed
-      }
-    }
+    closeAll(clients);
     await settle(bench, c);
   }
 }

@@ -724,16 +724,20 @@ export function cloudSocketOpener(
         head += `${name}: ${value}\r\n`;
       }
       await writeAll(conn, encoder.encode(head + "\r\n"));
-      const rx = new Uint8Array(
-        Math.max(BUFFER_START_BYTES, RESPONSE_HEAD_MAX_BYTES),
-      );
+      // The answer is read into what becomes the session's receive buffer.
+      let rx = new Uint8Array(BUFFER_START_BYTES);
       let end = 0;
       let bodyAt = -1;
       while (bodyAt < 0) {
-        if (end === RESPONSE_HEAD_MAX_BYTES) {
-          throw new ProtocolError("the handshake answer is too long");
+        if (end === rx.length) {
+          if (rx.length >= RESPONSE_HEAD_MAX_BYTES) {
+            throw new ProtocolError("the handshake answer is too long");
+          }
+          const bigger = new Uint8Array(rx.length * 2);
+          bigger.set(rx);
+          rx = bigger;
         }
-        const n = await conn.read(rx.subarray(end, RESPONSE_HEAD_MAX_BYTES));
+        const n = await conn.read(rx.subarray(end));
         if (n === null) {
           throw new ProtocolError("connection closed during the handshake");
         }
@@ -775,19 +779,15 @@ export function cloudSocketOpener(
       ) {
         throw new ProtocolError("the server did not accept the WebSocket");
       }
-      // Keep what came after the head: the cloud may send right away.
-      const window = new Uint8Array(
-        Math.max(BUFFER_START_BYTES, end - bodyAt),
-      );
-      window.set(rx.subarray(bodyAt, end));
       options.signal.throwIfAborted();
+      // What came after the head stays: the cloud may send right away.
       return legOf(
         new WebSocketClient(
           conn,
           headers.get("sec-websocket-protocol") ?? "",
-          window,
-          0,
-          end - bodyAt,
+          rx,
+          bodyAt,
+          end,
         ),
       );
     } catch (error) {
