@@ -138,6 +138,14 @@ export const MAX_FRAME_PAYLOAD = 64 * 1024;
 const RECEIVE_MAX_BYTES = 64 * 1024;
 /** Start size of both buffers of a session: small for idle sessions, doubled while busy. */
 export const BUFFER_START_BYTES = 8 * 1024;
+/**
+ * How many bytes the buffers of all sessions together may grow beyond their
+ * start size: busy sessions share it, the others keep 8 KiB buffers, so the
+ * agent's buffer memory is bounded whatever the number of sessions (one
+ * session grows by 112 KiB at most).
+ */
+export const GROWTH_BUDGET_BYTES = 8 * 1024 * 1024;
+let growthInUse = 0;
 /** Room in front of a payload for its header: 14 bytes at most; 16 keeps the payload 4-byte aligned. */
 const HEADROOM = 16;
 /** Longest HTTP response head accepted for the handshake. */
@@ -226,6 +234,8 @@ class WebSocketClient implements CloudSocket {
   #closeReceived: { code: number; reason: string } | null = null;
   #finished = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Bytes this session's buffers grew beyond their start size (from the shared budget). */
+  #grown = 0;
 
   constructor(
     conn: Deno.Conn,
@@ -290,7 +300,8 @@ class WebSocketClient implements CloudSocket {
     // A quiet session keeps a small buffer; one that fills it gets a bigger one.
     if (
       length === this.#txSpace.length &&
-      this.#txSpace.length < MAX_FRAME_PAYLOAD
+      this.#txSpace.length < MAX_FRAME_PAYLOAD &&
+      this.#takeGrowth(this.#txSpace.length)
     ) {
       const written = this.#write(frame);
       this.#tx = new Uint8Array(HEADROOM + this.#txSpace.length * 2);
@@ -446,10 +457,19 @@ class WebSocketClient implements CloudSocket {
     if (n === null) return false;
     this.#rxEnd += n;
     if (
-      this.#rxEnd === this.#rx.length && this.#rx.length < RECEIVE_MAX_BYTES
+      this.#rxEnd === this.#rx.length && this.#rx.length < RECEIVE_MAX_BYTES &&
+      this.#takeGrowth(this.#rx.length)
     ) {
       this.#grow();
     }
+    return true;
+  }
+
+  /** Reserves `bytes` of the shared growth budget for this session; false when it is spent. */
+  #takeGrowth(bytes: number): boolean {
+    if (growthInUse + bytes > GROWTH_BUDGET_BYTES) return false;
+    growthInUse += bytes;
+    this.#grown += bytes;
     return true;
   }
 
@@ -588,6 +608,8 @@ class WebSocketClient implements CloudSocket {
   #finish(info: { code: number; reason: string }): void {
     if (this.#finished) return;
     this.#finished = true;
+    growthInUse -= this.#grown;
+    this.#grown = 0;
     clearTimeout(this.#closeTimer);
     closeQuietly(this.#conn);
     this.#resolveClosed(info);
