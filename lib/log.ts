@@ -53,7 +53,8 @@ export function setupLogging(
     : getTextFormatter({
       timestamp: "date-time-timezone",
       // Strings bare (paths, targets, reasons), everything else as JSON.
-      value: (v: unknown) => typeof v === "string" ? v : JSON.stringify(v) ?? String(v),
+      value: (v: unknown) =>
+        typeof v === "string" ? v : JSON.stringify(v) ?? String(v),
     });
   const sink: Sink = (record: LogRecord) => write(formatter(record));
   resetSync();

@@ -1,8 +1,7 @@
 /**
  * Tests of the agent's own WebSocket client (lib/cloud.ts openCloudSocket)
  * against a scripted server on a raw loopback socket, so every frame on the
- * wire is seen and chosen by the test. (Lives in bench/ with the benchmark
- * that motivated the client; run with `deno test -A bench/`.)
+ * wire is seen and chosen by the test.
  *
  * @module
  */
@@ -296,4 +295,36 @@ Deno.test("CloudSocket close() without an answer from the server closes the sock
   assert.equal(info.code, 1006);
   assert.ok(elapsed < 1500, `closed after ${elapsed} ms`);
   await server.close();
+});
+
+// Harmless deviations (a masked server frame, a stray continuation) are
+// tolerated as data; frames that could crash or exhaust the agent end it.
+Deno.test("CloudSocket.receive() ends with an error, never a crash or a huge buffer, on hostile frames", async () => {
+  const hostile: [string, Uint8Array][] = [
+    ["a 2^63 length", new Uint8Array([0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0])],
+    ["a reserved opcode", frame(0x3, encoder.encode("x"))],
+    [
+      "RSV bits set",
+      frame(0x2, encoder.encode("x")).map((b, i) => i === 0 ? b | 0x70 : b),
+    ],
+    ["a 200-byte ping", frame(0x9, new Uint8Array(200))],
+    ["a fragmented ping", frame(0x9, encoder.encode("p"), { fin: false })],
+    ["garbage", new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff])],
+  ];
+  for (const [name, bytes] of hostile) {
+    const server = scriptedServer(async (side) => {
+      await side.write(bytes);
+      // Keep the connection open: the client must stop on its own.
+      await side.frame().catch(() => null);
+    });
+    const leg = await open(server.url);
+    const outcome = await leg.socket!.receive().then(
+      (value) => value === null ? "end" : `data ${value.length}`,
+      (error: unknown) => error instanceof Error ? "error" : "odd rejection",
+    );
+    assert.ok(outcome === "error" || outcome === "end", `${name}: ${outcome}`);
+    leg.close("test over");
+    await leg.closed;
+    await server.close();
+  }
 });
