@@ -163,7 +163,7 @@ export class Agent implements AsyncDisposable {
         return;
       case "request":
         if (this.#isDuplicate(outcome.request)) return;
-        this.#start(outcome.request);
+        this.#launch(outcome.request);
         return;
     }
   }
@@ -209,7 +209,20 @@ export class Agent implements AsyncDisposable {
       );
       return;
     }
-    void this.#start(request, report);
+    this.#launch(request, report);
+  }
+
+  /** Starts a session in the background; an unexpected error is logged, never thrown. */
+  #launch(request: RemoteAccessRequest, report?: StatusReport): void {
+    this.#start(request, report).catch((error: unknown) => {
+      this.#log.error("session {key} to {target}: unexpected error: {error}", {
+        key: shortKey(request.key),
+        target: formatTarget(request.host, request.port),
+        error: error instanceof Error
+          ? error.stack ?? error.message
+          : String(error),
+      });
+    });
   }
 
   async #start(
@@ -219,6 +232,10 @@ export class Agent implements AsyncDisposable {
   ): Promise<void> {
     report("executing");
     const target = formatTarget(request.host, request.port);
+    if (this.#stopping) {
+      report("failed", "agent is shutting down");
+      return;
+    }
     const admission = this.#policy.admit(
       request.host,
       request.port,
