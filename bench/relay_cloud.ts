@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { closeQuietly, writeAll } from "../lib/conn.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const PATH = /^GET \/service\/remoteaccess\/device\/([^/ ?]+)/;
@@ -25,21 +26,6 @@ const encoder = new TextEncoder();
 const print = (line: string): void => {
   Deno.stdout.writeSync(encoder.encode(line + "\n"));
 };
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    offset += await conn.write(offset === 0 ? data : data.subarray(offset));
-  }
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
-  }
-}
 
 /** Client connections waiting for their device, by key. */
 const waiting = new Map<

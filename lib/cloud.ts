@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { closeQuietly, writeAll } from "./conn.ts";
 
 /** An open cloud leg: raw bytes in binary frames both ways. */
 export interface CloudLeg {
@@ -166,21 +167,6 @@ function nextMaskKey(into: Uint8Array, at: number): void {
   }
   into.set(maskPool.subarray(maskPoolOffset, maskPoolOffset + 4), at);
   maskPoolOffset += 4;
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    offset += await conn.write(offset === 0 ? data : data.subarray(offset));
-  }
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
 }
 
 class ProtocolError extends Error {

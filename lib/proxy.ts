@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { writeAll } from "./conn.ts";
 import type { CloudLeg, CloudSocket } from "./cloud.ts";
 
 /** Size of one read from the target; also the largest frame we send. */
@@ -61,13 +62,6 @@ export interface PumpOptions {
   readonly traffic: Traffic;
   /** Called once per text frame from the cloud (they are dropped, never written to the target). */
   readonly onTextFrame?: () => void;
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    offset += await conn.write(offset === 0 ? data : data.subarray(offset));
-  }
 }
 
 /** Target -> cloud: one reused buffer; each write is awaited before the next read. */
