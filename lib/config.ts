@@ -48,6 +48,12 @@ export interface Config {
     readonly rootCertPath: string;
     /** How long to wait for `71,<jwt>` (key c8y.jwt_timeout, seconds). */
     readonly jwtTimeoutMs: number;
+    /**
+     * thin-edge cloud profile whose `[c8y.profiles.<name>]` table of
+     * tedge.toml supplied the fallbacks, spelt as tedge.toml spells it;
+     * "" = the default `[c8y]` table.
+     */
+    readonly profile: string;
   };
   readonly tunnel: {
     /** Raw entries, each accepted by parseAllowEntry(). */
@@ -178,6 +184,16 @@ function topic(singleLevel: boolean): Check<string> {
       : bad(expected);
 }
 
+/** "" (the default connection) or a thin-edge profile name. */
+const profileName: Check<string> = (raw) =>
+  typeof raw === "string" && (raw === "" || PROFILE_NAME.test(raw))
+    ? ok(raw)
+    : bad(
+      '"" (the default [c8y] connection) or a thin-edge profile name (letters, digits, - and _), e.g. "second"',
+    );
+
+const PROFILE_NAME = /^[A-Za-z0-9_-]+$/;
+
 const stringArray: Check<readonly string[]> = (raw) =>
   Array.isArray(raw) && raw.every((entry) => typeof entry === "string")
     ? ok([...raw] as string[])
@@ -239,6 +255,7 @@ interface Values {
   "c8y.credentials_path": string;
   "c8y.root_cert_path": string;
   "c8y.jwt_timeout": number;
+  "c8y.profile": string;
   "tunnel.allow": readonly string[];
   "tunnel.max_sessions": number;
   "tunnel.connect_timeout": number;
@@ -267,6 +284,7 @@ const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
   "c8y.credentials_path": nonEmpty,
   "c8y.root_cert_path": anyString,
   "c8y.jwt_timeout": seconds(null),
+  "c8y.profile": profileName,
   "tunnel.allow": stringArray,
   "tunnel.max_sessions": integer(
     1,
@@ -295,6 +313,7 @@ const DEFAULTS: { readonly [K in Exclude<Key, Required>]: Values[K] } = {
   "c8y.credentials_path": "/etc/c8y-tunnel/credentials.toml",
   "c8y.root_cert_path": "",
   "c8y.jwt_timeout": 5_000,
+  "c8y.profile": "",
   "tunnel.allow": ["127.0.0.1:22"],
   "tunnel.max_sessions": 16,
   "tunnel.connect_timeout": 10_000,
@@ -315,17 +334,28 @@ const SECRETS: ReadonlySet<string> = new Set([
   "c8y.password",
 ]);
 
-/** tedge.toml key -> our key, used only where our file leaves the key unset. */
+/**
+ * Keys of the Cumulocity connection in tedge.toml, relative to its table:
+ * `[c8y]`, or `[c8y.profiles.<name>]` for a cloud profile (thin-edge >= 1.4).
+ * A profile table does not inherit from `[c8y]`: thin-edge reads each
+ * profile on its own, with built-in defaults for what it leaves unset.
+ */
+const TEDGE_CLOUD_FALLBACKS: readonly (readonly [string, Key])[] = [
+  ["url", "c8y.url"],
+  ["bridge.topic_prefix", "mqtt.topic_prefix"],
+  ["root_cert_path", "c8y.root_cert_path"],
+  ["credentials_path", "c8y.credentials_path"],
+  ["device.id", "c8y.device_id"],
+];
+
+/** Keys of tedge.toml outside the connection table, shared by every profile. */
 const TEDGE_FALLBACKS: readonly (readonly [string, Key])[] = [
-  ["c8y.url", "c8y.url"],
-  ["c8y.bridge.topic_prefix", "mqtt.topic_prefix"],
   ["mqtt.client.host", "mqtt.host"],
   ["mqtt.client.port", "mqtt.port"],
-  ["c8y.root_cert_path", "c8y.root_cert_path"],
-  ["c8y.credentials_path", "c8y.credentials_path"],
   ["proxy.address", "proxy.address"],
   ["proxy.username", "proxy.username"],
   ["proxy.password", "proxy.password"],
+  // thin-edge's c8y.device.id (and a profile's) defaults to device.id.
   ["device.id", "c8y.device_id"],
 ];
 
@@ -502,15 +532,72 @@ interface TedgeSettings {
   readonly settings: Settings;
   readonly auth?: Setting<AuthMethod | "auto">;
   readonly certPath?: string;
+  /** The profile as tedge.toml spells it; "" = the default `[c8y]` table. */
+  readonly profile: string;
 }
 
-/** Reads the fallback keys of tedge.toml; its other keys are not ours to judge. */
-function readTedgeFile(file: string, text: string | null): TedgeSettings {
+/** `c8y.profile` as our file set it ("" when unset), and that file. */
+interface ProfileChoice {
+  readonly name: string;
+  readonly file: string;
+}
+
+/**
+ * The tedge.toml table that holds the chosen connection: `c8y`, or
+ * `c8y.profiles.<name>` matched without regard to case, as thin-edge does.
+ */
+function cloudTable(
+  file: string,
+  doc: Record<string, unknown> | null,
+  choice: ProfileChoice,
+): { readonly path: string; readonly profile: string } {
+  if (choice.name === "") return { path: "c8y", profile: "" };
+  const profiles = doc === null ? undefined : lookup(doc, "c8y.profiles");
+  const names = isTable(profiles)
+    ? Object.keys(profiles).filter((name) => isTable(profiles[name]))
+    : [];
+  const wanted = choice.name.toLowerCase();
+  const found = names.find((name) => name.toLowerCase() === wanted);
+  if (found !== undefined && PROFILE_NAME.test(found)) {
+    return { path: `c8y.profiles.${found}`, profile: found };
+  }
+  const where = doc === null
+    ? `${file} does not exist`
+    : `${file} has no table [c8y.profiles.${choice.name}]`;
+  const known = names.length === 0
+    ? `it defines no cloud profiles; set c8y.profile = "" for the default [c8y] connection, or create the profile with tedge config set c8y.url <url> --profile ${choice.name}`
+    : `profiles defined there: ${names.join(", ")}${
+      didYouMean(choice.name, names)
+    }`;
+  throw new ConfigError(
+    `${choice.file}: key c8y.profile = ${
+      show(choice.name)
+    } is invalid: ${where}; ${known}`,
+  );
+}
+
+/**
+ * Reads the fallback keys of tedge.toml; its other keys are not ours to
+ * judge. Connection keys come from the chosen profile's table only.
+ */
+function readTedgeFile(
+  file: string,
+  text: string | null,
+  choice: ProfileChoice,
+): TedgeSettings {
   const settings: Settings = new Map();
-  if (text === null) return { settings };
-  const doc = parseTomlText(file, text);
+  const doc = text === null ? null : parseTomlText(file, text);
+  const table = cloudTable(file, doc, choice);
+  if (doc === null) return { settings, profile: table.profile };
   const issues: string[] = [];
-  for (const [tedgeKey, key] of TEDGE_FALLBACKS) {
+  const fallbacks = [
+    ...TEDGE_CLOUD_FALLBACKS.map(([name, key]) =>
+      [`${table.path}.${name}`, key] as const
+    ),
+    ...TEDGE_FALLBACKS,
+  ];
+  for (const [tedgeKey, key] of fallbacks) {
+    if (settings.has(key)) continue; // the connection's own value wins
     const raw = lookup(doc, tedgeKey);
     if (raw === undefined) continue;
     const checked: Checked<unknown> = CHECKS[key](raw);
@@ -524,31 +611,38 @@ function readTedgeFile(file: string, text: string | null): TedgeSettings {
     });
   }
   let auth: Setting<AuthMethod | "auto"> | undefined;
-  const method = lookup(doc, "c8y.auth_method");
+  const methodKey = `${table.path}.auth_method`;
+  const method = lookup(doc, methodKey);
   if (method !== undefined) {
     const mapped =
       typeof method === "string" && Object.hasOwn(TEDGE_AUTH, method)
         ? TEDGE_AUTH[method]
         : undefined;
     if (mapped) {
-      auth = { value: mapped, from: `${file} key c8y.auth_method` };
+      auth = { value: mapped, from: `${file} key ${methodKey}` };
     } else {
       const expected = "one of certificate, basic, auto";
-      issues.push(invalid(file, "c8y.auth_method", method, expected));
+      issues.push(invalid(file, methodKey, method, expected));
     }
   }
   let certPath: string | undefined;
-  const cert = lookup(doc, "device.cert_path");
-  if (cert !== undefined) {
+  // thin-edge's c8y.device.cert_path (and a profile's) defaults to device.cert_path.
+  for (
+    const certKey of [`${table.path}.device.cert_path`, "device.cert_path"]
+  ) {
+    const cert = lookup(doc, certKey);
+    if (cert === undefined) continue;
     const checked = nonEmpty(cert);
     if (checked.ok) certPath = checked.value;
-    else issues.push(invalid(file, "device.cert_path", cert, checked.expected));
+    else issues.push(invalid(file, certKey, cert, checked.expected));
+    break;
   }
   fail(issues);
   return {
     settings,
     ...(auth ? { auth } : {}),
     ...(certPath ? { certPath } : {}),
+    profile: table.profile,
   };
 }
 
@@ -564,6 +658,8 @@ interface Draft {
   /** Device certificate to read for the CN when no device id is set, else null. */
   readonly certPath: string | null;
   readonly certDefaultPath: string;
+  /** The tedge.toml profile in use, as tedge.toml spells it; "" = default. */
+  readonly profile: string;
 }
 
 /** Ours over tedge.toml over defaults. */
@@ -585,6 +681,17 @@ function merge(
   }
   const auth = (ours.get("c8y.auth") as Setting<AuthMethod> | undefined) ??
     tedge.auth ?? { value: DEFAULTS["c8y.auth"], from: "default" };
+  if (
+    tedge.profile !== "" &&
+    settings.get("mqtt.topic_prefix")?.from === "default"
+  ) {
+    // thin-edge would use "c8y" too, the default connection's topics: the
+    // requests of another tenant. tedge connect refuses such a profile.
+    const name = tedge.profile;
+    throw new ConfigError(
+      `${tedgePath}: key c8y.profiles.${name}.bridge.topic_prefix is not set, so profile ${name} would share the topic prefix "c8y" of the default connection: set it (sudo tedge config set c8y.bridge.topic_prefix c8y-${name} --profile ${name}), or set topic_prefix under [mqtt] in ${file}`,
+    );
+  }
   const certDefaultPath = join(
     dirname(tedgePath),
     "device-certs",
@@ -602,7 +709,13 @@ function merge(
       ? null
       : tedge.certPath ?? certDefaultPath,
     certDefaultPath,
+    profile: tedge.profile,
   };
+}
+
+function profileChoice(file: string, ours: Settings): ProfileChoice {
+  const own = ours.get("c8y.profile")?.value;
+  return { name: typeof own === "string" ? own : "", file };
 }
 
 function parseCredentials(file: string, text: string): Credentials {
@@ -673,6 +786,8 @@ function finish(
   if (deviceId === undefined && draft.certPath !== null && certText !== null) {
     deviceId = commonName(draft.certPath, certText);
   }
+  const table = draft.profile === "" ? "c8y" : `c8y.profiles.${draft.profile}`;
+  const option = draft.profile === "" ? "" : ` --profile ${draft.profile}`;
   if (deviceId === undefined) {
     issues.push(
       `c8y.device_id is not set: set device_id under [c8y] in ${file}, or device.id in ${draft.tedgePath}, or install the device certificate ${
@@ -683,7 +798,7 @@ function finish(
   const url = get("c8y.url");
   if (url === undefined) {
     issues.push(
-      `c8y.url is not set: set url under [c8y] in ${file} (e.g. url = "https://example.cumulocity.com"), or c8y.url in ${draft.tedgePath} (tedge config set c8y.url <host>)`,
+      `c8y.url is not set: set url under [c8y] in ${file} (e.g. url = "https://example.cumulocity.com"), or ${table}.url in ${draft.tedgePath} (tedge config set c8y.url <host>${option})`,
     );
   }
   fail(issues);
@@ -718,6 +833,7 @@ function finish(
       credentials,
       rootCertPath: get("c8y.root_cert_path")!,
       jwtTimeoutMs: get("c8y.jwt_timeout")!,
+      profile: draft.profile,
     },
     tunnel: {
       allow: get("tunnel.allow")!,
@@ -762,7 +878,11 @@ export function parseConfig(input: ConfigInput): Config {
   const ours = readOwnFile(file, input.text);
   const tedgePath = (ours.get("tedge.config_path")?.value as string) ??
     input.tedgeFile ?? DEFAULT_TEDGE_CONFIG_PATH;
-  const tedge = readTedgeFile(tedgePath, input.tedgeText);
+  const tedge = readTedgeFile(
+    tedgePath,
+    input.tedgeText,
+    profileChoice(file, ours),
+  );
   const draft = merge(
     file,
     input.text === null ? null : file,
@@ -827,7 +947,7 @@ export async function loadConfig(
     ours,
     tedgePath,
     tedgeText === null ? null : tedgePath,
-    readTedgeFile(tedgePath, tedgeText),
+    readTedgeFile(tedgePath, tedgeText, profileChoice(file, ours)),
   );
   const credentialsText = draft.auth.value === "jwt" ||
       draft.auth.value === "none"

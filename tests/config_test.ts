@@ -120,6 +120,7 @@ Deno.test("parseConfig() applies the built-in defaults", () => {
       credentials: null,
       rootCertPath: "",
       jwtTimeoutMs: 5000,
+      profile: "",
     },
     tunnel: {
       allow: ["127.0.0.1:22"],
@@ -203,6 +204,7 @@ Deno.test("parseConfig() reads every key of its own file", () => {
       credentials: null,
       rootCertPath: "/etc/ssl/extra.pem",
       jwtTimeoutMs: 2500,
+      profile: "",
     },
     tunnel: {
       allow: ["127.0.0.1:22", "10.0.0.0/8:*", "*:5900", "[::1]:22"],
@@ -344,6 +346,204 @@ Deno.test("parseConfig() prefers its own file over tedge.toml over defaults", ()
     password: "tpp",
   });
   assert.equal(config.log.level, "info");
+});
+
+const TEDGE_PROFILES = `
+[device]
+id = "tedge-dev"
+
+[c8y]
+url = "t1.cumulocity.com"
+root_cert_path = "/etc/ssl/certs"
+auth_method = "certificate"
+credentials_path = "/etc/tedge/credentials.toml"
+bridge.topic_prefix = "c8y"
+
+[c8y.profiles.second]
+url = "t2.cumulocity.com"
+auth_method = "basic"
+credentials_path = "/etc/tedge/second-credentials.toml"
+root_cert_path = "/etc/tedge/second-ca.pem"
+bridge.topic_prefix = "c8y-second"
+device.id = "second-dev"
+proxy.bind.port = 8002
+
+[c8y.profiles.Third]
+url = "t3.cumulocity.com"
+bridge.topic_prefix = "c8y-third"
+
+[mqtt.client]
+host = "localhost"
+port = 1884
+
+[proxy]
+address = "http://10.1.1.1:3128"
+`;
+
+/** Our file `text` over TEDGE_PROFILES. */
+function parseProfiles(text: string, extra: Partial<ConfigInput> = {}) {
+  return parseConfig({
+    file: OURS,
+    text,
+    tedgeFile: TEDGE,
+    tedgeText: TEDGE_PROFILES,
+    ...extra,
+  });
+}
+
+Deno.test("parseConfig() takes the connection keys of the profile that c8y.profile selects", () => {
+  const creds = `[c8y]\nusername = "t2/bob"\npassword = "${SECRET}"\n`;
+  const config = parseProfiles(`[c8y]\nprofile = "second"\n`, {
+    credentialsText: creds,
+  });
+  assert.deepEqual(config.c8y, {
+    url: "https://t2.cumulocity.com",
+    deviceId: "second-dev",
+    auth: "basic",
+    credentialsPath: "/etc/tedge/second-credentials.toml",
+    credentials: { username: "t2/bob", password: SECRET },
+    rootCertPath: "/etc/tedge/second-ca.pem",
+    jwtTimeoutMs: 5000,
+    profile: "second",
+  });
+  assert.equal(config.mqtt.topicPrefix, "c8y-second");
+  // Keys outside the connection table are shared by every profile.
+  assert.equal(config.mqtt.host, "localhost");
+  assert.equal(config.mqtt.port, 1884);
+  assert.equal(config.proxy.address, "http://10.1.1.1:3128");
+
+  // Without c8y.profile (or with ""), the default [c8y] table applies.
+  for (const text of [MINIMAL.replace(/url.*\n|device_id.*\n/g, ""), ""]) {
+    const plain = parseProfiles(text === "" ? `[c8y]\nprofile = ""\n` : text);
+    assert.equal(plain.c8y.url, "https://t1.cumulocity.com");
+    assert.equal(plain.c8y.deviceId, "tedge-dev");
+    assert.equal(plain.c8y.auth, "jwt");
+    assert.equal(plain.c8y.rootCertPath, "/etc/ssl/certs");
+    assert.equal(plain.c8y.profile, "");
+    assert.equal(plain.mqtt.topicPrefix, "c8y");
+  }
+});
+
+Deno.test("parseConfig() does not fill a profile's unset keys from the default [c8y] table", () => {
+  // Matched without regard to case, as thin-edge does; reported as spelt there.
+  const config = parseProfiles(`[c8y]\nprofile = "third"\n`);
+  assert.equal(config.c8y.profile, "Third");
+  assert.equal(config.c8y.url, "https://t3.cumulocity.com");
+  assert.equal(config.mqtt.topicPrefix, "c8y-third");
+  assert.equal(config.c8y.rootCertPath, ""); // not [c8y]'s /etc/ssl/certs
+  assert.equal(config.c8y.credentialsPath, "/etc/c8y-tunnel/credentials.toml");
+  assert.equal(config.c8y.auth, "jwt");
+  // c8y.device.id of a profile defaults to the top-level device.id.
+  assert.equal(config.c8y.deviceId, "tedge-dev");
+});
+
+Deno.test("parseConfig() prefers its own file over the profile's keys", () => {
+  const config = parseProfiles(
+    `[mqtt]\ntopic_prefix = "mine"\n[c8y]\nprofile = "second"\nurl = "https://ours.example"\nauth = "jwt"\ndevice_id = "own-dev"\n`,
+  );
+  assert.equal(config.c8y.url, "https://ours.example");
+  assert.equal(config.mqtt.topicPrefix, "mine");
+  assert.equal(config.c8y.auth, "jwt"); // over the profile's basic
+  assert.equal(config.c8y.credentials, null);
+  assert.equal(config.c8y.deviceId, "own-dev");
+  assert.equal(config.c8y.rootCertPath, "/etc/tedge/second-ca.pem"); // profile
+  assert.equal(config.c8y.profile, "second");
+});
+
+Deno.test("parseConfig() names the file, key, value and the defined profiles for an unknown c8y.profile", () => {
+  const typo = errorOf(() => parseProfiles(`[c8y]\nprofile = "secnd"\n`));
+  assert.equal(
+    typo,
+    `${OURS}: key c8y.profile = "secnd" is invalid: ${TEDGE} has no table [c8y.profiles.secnd]; profiles defined there: second, Third (did you mean second?)`,
+  );
+  const none = errorOf(() =>
+    parseProfiles(`[c8y]\nprofile = "second"\n`, { tedgeText: TEDGE_FULL })
+  );
+  assert.match(
+    none,
+    /^\/etc\/c8y-tunnel\/config\.toml: key c8y\.profile = "second" is invalid: \/etc\/tedge\/tedge\.toml has no table \[c8y\.profiles\.second\]; it defines no cloud profiles/,
+  );
+  const missing = errorOf(() =>
+    parseProfiles(`[c8y]\nprofile = "second"\n`, { tedgeText: null })
+  );
+  assert.match(
+    missing,
+    /key c8y\.profile = "second" is invalid: \/etc\/tedge\/tedge\.toml does not exist/,
+  );
+  const name = errorOf(() => parseProfiles(`[c8y]\nprofile = "a.b"\n`));
+  assert.match(
+    name,
+    /^\/etc\/c8y-tunnel\/config\.toml: key c8y\.profile = "a\.b" is invalid: expected "" \(the default \[c8y\] connection\) or a thin-edge profile name/,
+  );
+});
+
+Deno.test("parseConfig() refuses a profile that would share the default topic prefix", () => {
+  const tedgeText =
+    `[device]\nid = "d"\n[c8y]\nurl = "t1.example"\n[c8y.profiles.new]\nurl = "t2.example"\n`;
+  const message = errorOf(() =>
+    parseProfiles(`[c8y]\nprofile = "new"\n`, { tedgeText })
+  );
+  assert.match(
+    message,
+    /^\/etc\/tedge\/tedge\.toml: key c8y\.profiles\.new\.bridge\.topic_prefix is not set/,
+  );
+  assert.match(
+    message,
+    /tedge config set c8y\.bridge\.topic_prefix c8y-new --profile new/,
+  );
+  assert.match(
+    message,
+    /topic_prefix under \[mqtt\] in \/etc\/c8y-tunnel\/config\.toml/,
+  );
+  // Our own mqtt.topic_prefix settles it.
+  const config = parseProfiles(
+    `[mqtt]\ntopic_prefix = "c8y-new"\n[c8y]\nprofile = "new"\n`,
+    { tedgeText },
+  );
+  assert.equal(config.mqtt.topicPrefix, "c8y-new");
+  assert.equal(config.c8y.url, "https://t2.example");
+});
+
+Deno.test("parseConfig() names the profile's keys in tedge.toml errors and hints", () => {
+  const bad = errorOf(() =>
+    parseProfiles(`[c8y]\nprofile = "second"\n`, {
+      tedgeText: TEDGE_PROFILES.replace(
+        'auth_method = "basic"',
+        'auth_method = "password"',
+      ),
+    })
+  );
+  assert.match(
+    bad,
+    /^\/etc\/tedge\/tedge\.toml: key c8y\.profiles\.second\.auth_method = "password" is invalid/,
+  );
+  const noUrl = errorOf(() =>
+    parseProfiles(`[c8y]\nprofile = "x"\n`, {
+      tedgeText:
+        `[device]\nid = "d"\n[c8y.profiles.x]\nbridge.topic_prefix = "c8y-x"\n`,
+    })
+  );
+  assert.match(
+    noUrl,
+    /or c8y\.profiles\.x\.url in \/etc\/tedge\/tedge\.toml \(tedge config set c8y\.url <host> --profile x\)/,
+  );
+});
+
+Deno.test("loadConfig() reads the device certificate named by the profile", async () => {
+  const tedgeText =
+    `[device]\ncert_path = "/etc/tedge/device-certs/tedge-certificate.pem"\n[c8y.profiles.second]\nurl = "t2.example"\nbridge.topic_prefix = "c8y-second"\ndevice.cert_path = "/etc/tedge/second-cert.pem"\n`;
+  const fs = memoryFs({
+    [OURS]: `[c8y]\nprofile = "second"\n`,
+    [TEDGE]: tedgeText,
+  });
+  const message = await asyncErrorOf(() =>
+    loadConfig({ path: OURS, env: envOf({}), readTextFile: fs.read })
+  );
+  assert.ok(fs.reads.includes("/etc/tedge/second-cert.pem"), fs.reads.join());
+  assert.match(
+    message,
+    /install the device certificate \/etc\/tedge\/second-cert\.pem/,
+  );
 });
 
 Deno.test("parseConfig() reads the device id from the certificate CN", async () => {
