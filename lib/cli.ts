@@ -133,6 +133,14 @@ async function initCommand(
   host: CliHost,
 ): Promise<ExitCode> {
   const config = await configFrom(configPath, host);
+  if (!daemon && config.c8y.profile !== "") {
+    // Every thin-edge mapper shares operations/c8y: a plugin-mode file for one
+    // profile would take the operation away from the default connection.
+    host.stderr(
+      `c8y-tunnel: plugin mode serves only the default connection, and c8y.profile = "${config.c8y.profile}": run \`c8y-tunnel init --daemon\` and the daemon for this profile instead\n`,
+    );
+    return 1;
+  }
   let result;
   try {
     const command = daemon

@@ -272,6 +272,32 @@ Deno.test("c8y-tunnel init / init --daemon / cleanup write and remove the file f
   assert.match(again.stdout, /does not exist; nothing to remove/);
 });
 
+Deno.test("c8y-tunnel init refuses plugin mode for a cloud profile and points to --daemon", async () => {
+  await using tmp = await tedgeDir();
+  await Deno.writeTextFile(
+    tmp.tedgeToml,
+    `[c8y.profiles.second]\nurl = "second.example.com"\nbridge.topic_prefix = "c8y-second"\n`,
+  );
+  const configPath = join(tmp.dir, "config.toml");
+  await Deno.writeTextFile(
+    configPath,
+    `[c8y]\nprofile = "second"\ndevice_id = "d"\nauth = "none"\n[tedge]\nconfig_path = "${tmp.tedgeToml}"\n`,
+  );
+  const init = await cli(["init", "--config", configPath]);
+  assert.equal(init.code, 1);
+  assert.match(
+    init.stderr,
+    /plugin mode serves only the default connection, and c8y.profile = "second"/,
+  );
+  assert.match(init.stderr, /init --daemon/);
+  assert.equal(
+    (await inspectOperationFile(configIn(tmp.tedgeToml))).kind,
+    "none",
+  );
+  const daemon = await cli(["init", "--daemon", "--config", configPath]);
+  assert.equal(daemon.code, 0, daemon.stderr);
+});
+
 // ---------------------------------------------------------------- connect
 
 Deno.test("parseConnectLine() takes the first 530 and explains anything else", () => {
