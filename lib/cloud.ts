@@ -822,12 +822,6 @@ export function cloudSocketOpener(
 export const openCloudSocket: OpenCloudLeg = cloudSocketOpener();
 
 /**
- * The default cloud-leg opener under its former name, kept for existing
- * imports: now {@linkcode openCloudSocket}.
- */
-export const openWebSocketStream: OpenCloudLeg = openCloudSocket;
-
-/**
  * Opens the cloud leg with the runtime's WebSocketStream (subprotocol
  * `binary`): correct and bounded, but it allocates a buffer per message;
  * kept for comparison (`openCloudSocket` is the default).
