@@ -340,10 +340,16 @@ export async function handOff(
     );
     const next = (ms: number) =>
       new Promise<HandoffReply | undefined>((resolve) => {
-        const timer = setTimeout(() => resolve(replies.shift()), ms);
+        const timer = setTimeout(() => {
+          wake = () => {};
+          resolve(replies.shift());
+        }, ms);
+        // Replies may arrive together (one read from the broker): a waiter
+        // takes exactly one, and the rest stay for the next waiter.
         const take = () => {
           const reply = replies.shift();
           if (reply === undefined) return;
+          wake = () => {};
           clearTimeout(timer);
           resolve(reply);
         };
