@@ -437,3 +437,92 @@ Deno.test("Agent also carries a session over the runtime's WebSocketStream", asy
   session.close();
   await session.closed;
 });
+
+/** A cloud on raw TCP that accepts every WebSocket handshake, then sends `bytes`. */
+function hostileCloud(bytes: Uint8Array) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const loop = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      const buffer = new Uint8Array(4096);
+      let head = "";
+      while (!head.includes("\r\n\r\n")) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        head += new TextDecoder().decode(buffer.subarray(0, n));
+      }
+      const key = /sec-websocket-key: *(\S+)/i.exec(head)?.[1] ?? "";
+      const digest = await crypto.subtle.digest(
+        "SHA-1",
+        new TextEncoder().encode(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
+      );
+      const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
+      await conn.write(new TextEncoder().encode(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: binary\r\n\r\n`,
+      ));
+      await conn.write(bytes).catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    async close() {
+      listener.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* closed by the agent */ }
+      }
+      await loop;
+    },
+  };
+}
+
+Deno.test("Agent survives a cloud that sends garbage frames: the session ends, the target is closed, the next request works", async () => {
+  await using rig = await startRig();
+  let targetClosed!: () => void;
+  const closedByAgent = new Promise<void>((resolve) => targetClosed = resolve);
+  const target = tcpServer(async (conn) => {
+    const buffer = new Uint8Array(1024);
+    try {
+      while ((await conn.read(buffer)) !== null) { /* read until closed */ }
+    } finally {
+      targetClosed();
+    }
+  });
+  rig.defer(() => target.close());
+  const cloud = hostileCloud(
+    new Uint8Array([
+      0x83,
+      0x7f,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      1,
+      2,
+    ]),
+  );
+  rig.defer(() => cloud.close());
+  const config = testConfig(rigToml(rig.broker.port, cloud.url));
+  const agent = await startAgent(rig, config);
+  await rig.request530(crypto.randomUUID(), "127.0.0.1", target.port);
+  await rig.status(SUCCESSFUL);
+  await closedByAgent;
+  while (agent.sessionCount > 0) await new Promise((r) => setTimeout(r, 5));
+  // Still serving: the next request is answered.
+  const before = rig.observer.on("c8y/s/us").length;
+  await rig.request530(crypto.randomUUID(), "127.0.0.1", target.port);
+  await rig.observer.waitFor((m) =>
+    m.topic === "c8y/s/us" && rig.observer.on("c8y/s/us").length >= before + 2
+  );
+  assert.deepEqual(rig.observer.on("c8y/s/us").slice(before, before + 2), [
+    EXECUTING,
+    SUCCESSFUL,
+  ]);
+});
