@@ -85,6 +85,20 @@ const limits: TunnelLimits = {
 const target = { key: "k-123456789", host: "127.0.0.1", port: 22 };
 const log = logger("test");
 
+/** A tunnel whose legs are a real TCP pair and a fake cloud; not opened yet. */
+async function tunnelOnPair(overrides: Partial<TunnelLimits> = {}) {
+  const clock = new ManualClock();
+  const { near: tunnelSide, far: testSide } = await tcpPair();
+  const cloud = fakeCloud();
+  const tunnel = new Tunnel(target, {
+    dial: () => Promise.resolve(tunnelSide),
+    openCloud: () => Promise.resolve(cloud.leg),
+    log,
+    clock,
+  }, { ...limits, ...overrides });
+  return { clock, testSide, cloud, tunnel };
+}
+
 /** Never settles until its signal aborts (then rejects with the reason). */
 function pendingUntilAborted<T>(signal: AbortSignal): Promise<T> {
   return new Promise((_, reject) => {
@@ -95,15 +109,7 @@ function pendingUntilAborted<T>(signal: AbortSignal): Promise<T> {
 }
 
 Deno.test("Tunnel.open() moves requested -> connecting -> open and close() ends it closed", async () => {
-  const clock = new ManualClock();
-  const { near: tunnelSide, far: testSide } = await tcpPair();
-  const cloud = fakeCloud();
-  const tunnel = new Tunnel(target, {
-    dial: () => Promise.resolve(tunnelSide),
-    openCloud: () => Promise.resolve(cloud.leg),
-    log,
-    clock,
-  }, limits);
+  const { clock, testSide, cloud, tunnel } = await tunnelOnPair();
   assert.equal(tunnel.state.name as string, "requested");
   const opening = tunnel.open();
   assert.equal(tunnel.state.name as string, "connecting");
@@ -174,15 +180,9 @@ Deno.test("Tunnel.open() aborts the cloud attempt at once when the target refuse
 });
 
 Deno.test("Tunnel closes an open session after idle_timeout without traffic, not before", async () => {
-  const clock = new ManualClock();
-  const { near: tunnelSide, far: testSide } = await tcpPair();
-  const cloud = fakeCloud();
-  const tunnel = new Tunnel(target, {
-    dial: () => Promise.resolve(tunnelSide),
-    openCloud: () => Promise.resolve(cloud.leg),
-    log,
-    clock,
-  }, { ...limits, idleTimeoutMs: 60_000 });
+  const { clock, testSide, cloud, tunnel } = await tunnelOnPair({
+    idleTimeoutMs: 60_000,
+  });
   await tunnel.open();
   // Traffic every 40 s keeps it open well past one idle period.
   for (let i = 0; i < 4; i++) {
@@ -202,15 +202,9 @@ Deno.test("Tunnel closes an open session after idle_timeout without traffic, not
 });
 
 Deno.test("Tunnel closes an open session at max_duration", async () => {
-  const clock = new ManualClock();
-  const { near: tunnelSide, far: testSide } = await tcpPair();
-  const cloud = fakeCloud();
-  const tunnel = new Tunnel(target, {
-    dial: () => Promise.resolve(tunnelSide),
-    openCloud: () => Promise.resolve(cloud.leg),
-    log,
-    clock,
-  }, { ...limits, maxDurationMs: 3_600_000 });
+  const { clock, testSide, cloud, tunnel } = await tunnelOnPair({
+    maxDurationMs: 3_600_000,
+  });
   await tunnel.open();
   await clock.advance(3_599_999);
   assert.equal(tunnel.state.name as string, "open");
@@ -226,15 +220,7 @@ Deno.test("Tunnel closes an open session at max_duration", async () => {
 });
 
 Deno.test("Tunnel ends when the target closes, after its bytes reached the cloud", async () => {
-  const clock = new ManualClock();
-  const { near: tunnelSide, far: testSide } = await tcpPair();
-  const cloud = fakeCloud();
-  const tunnel = new Tunnel(target, {
-    dial: () => Promise.resolve(tunnelSide),
-    openCloud: () => Promise.resolve(cloud.leg),
-    log,
-    clock,
-  }, limits);
+  const { testSide, cloud, tunnel } = await tunnelOnPair();
   await tunnel.open();
   await testSide.write(new TextEncoder().encode("last words"));
   testSide.close();
