@@ -37,7 +37,7 @@ Usage:
   c8y-tunnel init    [--config FILE] [--daemon]  write the thin-edge operation file
   c8y-tunnel cleanup [--config FILE]          remove it
   c8y-tunnel check   [--config FILE]          validate config, try broker and cloud
-  c8y-tunnel demo                             embedded broker + cloud simulator + agent
+  c8y-tunnel demo    [--ssh-port N] [--http-port N]  broker + cloud simulator + agent
   c8y-tunnel --help | --version
 
 The config file defaults to /etc/c8y-tunnel/config.toml (env C8Y_TUNNEL_CONFIG);
