@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { writeAll } from "./conn.ts";
+import { closeQuietly, writeAll } from "./conn.ts";
 import type { CloudLeg, CloudSocket } from "./cloud.ts";
 
 /** Size of one read from the target; also the largest frame we send. */
@@ -182,11 +182,7 @@ export async function pump(
   cloud.close(
     end.by === "target" ? "target closed" : "session closed by the device",
   );
-  try {
-    tcp.close();
-  } catch {
-    // Already closed.
-  }
+  closeQuietly(tcp);
   // The other direction ends on its own once its pending read or write
   // fails on the closed legs; a stuck cloud must not hold up the session.
   // A socket leg's reads end with the close handshake (bounded by a timer).

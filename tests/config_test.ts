@@ -1017,3 +1017,15 @@ Deno.test("parseConfig() accepts the examples of docs/config.md", async () => {
   });
   assert.equal(smallConfig.tunnel.allow.length, 3);
 });
+
+Deno.test("parseConfig() accepts the example of README.md", async () => {
+  const readme = await Deno.readTextFile(
+    new URL("../README.md", import.meta.url),
+  );
+  const block = readme.split("```toml\n")[1]!.split("```")[0]!;
+  const config = parseOurs(block);
+  assert.equal(config.c8y.url, "https://example.cumulocity.com");
+  assert.equal(config.c8y.deviceId, "my-device");
+  assert.deepEqual(config.tunnel.allow, ["127.0.0.1:22", "127.0.0.1:5900"]);
+  assert.equal(config.health.serviceName, "c8y-tunnel");
+});
