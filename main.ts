@@ -5,7 +5,7 @@
  * @module
  */
 // First: npm code loaded after this sees only the agent's own variables.
-import "./lib/env_fence.ts";
+import "./lib/util/env_fence.ts";
 import { runCli } from "./lib/cli.ts";
 
 if (import.meta.main) {

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { closeQuietly, writeAll } from "../lib/conn.ts";
+import { closeQuietly, writeAll } from "../lib/util/conn.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const PATH = /^GET \/service\/remoteaccess\/device\/([^/ ?]+)/;

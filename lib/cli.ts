@@ -4,24 +4,24 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { type Config, ConfigError, loadConfig } from "./config.ts";
-import { setupLogging } from "./log.ts";
-import { Agent } from "./agent.ts";
-import { demoCommand } from "./demo.ts";
+import { type Config, ConfigError, loadConfig } from "./config/config.ts";
+import { setupLogging } from "./util/log.ts";
+import { Agent } from "./daemon/agent.ts";
+import { demoCommand } from "./commands/demo.ts";
 import {
   CHILD_ENV,
   runConnect,
   runConnectChild,
   selfCommand,
-} from "./connect.ts";
-import { formatCheckLine, runCheck } from "./check.ts";
+} from "./commands/connect.ts";
+import { formatCheckLine, runCheck } from "./commands/check.ts";
 import {
   daemonServesOperations,
   inspectOperationFile,
   pluginCommand,
   removeOperationFile,
   writeOperationFile,
-} from "./operation_file.ts";
+} from "./config/operation_file.ts";
 import { resolve as resolvePath } from "node:path";
 import denoJson from "../deno.json" with { type: "json" };
 

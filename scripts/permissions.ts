@@ -10,7 +10,7 @@
  * Where the agent reads: its config, tedge.toml, credentials, device
  * certificate and CA files (the two directories), and the user and group
  * databases, where `init` looks up user tedge to give it the operation file
- * (lib/operation_file.ts `lookupOwner`).
+ * (lib/config/operation_file.ts `lookupOwner`).
  */
 export const READ_PATHS: readonly string[] = [
   "/etc/c8y-tunnel",
@@ -34,7 +34,7 @@ export const SYS: readonly string[] = ["uid"];
 /**
  * Whether the agent starts a copy of itself: `connect`, when no daemon takes
  * the request, runs `Deno.execPath()` again as a detached child that holds
- * the session (lib/connect.ts). So the binary gets `--allow-run` for its own
+ * the session (lib/commands/connect.ts). So the binary gets `--allow-run` for its own
  * installed path only; tests/install_test.ts checks this against the source.
  */
 export const SPAWNS_SELF = true;
@@ -42,11 +42,11 @@ export const SPAWNS_SELF = true;
 /**
  * The environment variables the agent reads; `--allow-env` is scoped to
  * them. npm `mqtt` loads `debug`, which lists the whole environment, but
- * lib/env_fence.ts (imported first by main.ts) hands npm code a
+ * lib/util/env_fence.ts (imported first by main.ts) hands npm code a
  * `process.env` holding only these, so no wider grant is needed.
  */
-export { AGENT_ENV as ENV_READ } from "../lib/agent_env.ts";
-import { AGENT_ENV } from "../lib/agent_env.ts";
+export { AGENT_ENV as ENV_READ } from "../lib/util/agent_env.ts";
+import { AGENT_ENV } from "../lib/util/agent_env.ts";
 
 /** Environment variables that tune the permissions of a build (see {@linkcode optionsFromEnv}). */
 export const BUILD_ENV = {

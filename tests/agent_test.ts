@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { Agent, type AgentDeps } from "../lib/agent.ts";
-import type { Config } from "../lib/config.ts";
-import { openRuntimeWebSocketStream } from "../lib/cloud.ts";
+import { Agent, type AgentDeps } from "../lib/daemon/agent.ts";
+import type { Config } from "../lib/config/config.ts";
+import { openRuntimeWebSocketStream } from "../lib/cloud/websocket.ts";
 import {
   echo,
   pseudoRandomBytes,

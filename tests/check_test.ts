@@ -4,12 +4,16 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Agent } from "../lib/agent.ts";
-import { type CheckReport, formatCheckLine, runCheck } from "../lib/check.ts";
+import { Agent } from "../lib/daemon/agent.ts";
+import {
+  type CheckReport,
+  formatCheckLine,
+  runCheck,
+} from "../lib/commands/check.ts";
 import {
   operationFilePath,
   writeOperationFile,
-} from "../lib/operation_file.ts";
+} from "../lib/config/operation_file.ts";
 import { type Rig, rigToml, startRig, testConfig } from "./harness.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;

@@ -5,12 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Agent } from "../lib/agent.ts";
+import { Agent } from "../lib/daemon/agent.ts";
 import {
   dialThroughProxy,
   loadCaCerts,
   openWebSocketWithClient,
-} from "../lib/http_proxy.ts";
+} from "../lib/cloud/opener.ts";
 import {
   echo,
   pseudoRandomBytes,

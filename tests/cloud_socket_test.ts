@@ -1,5 +1,5 @@
 /**
- * Tests of the agent's own WebSocket client (lib/cloud.ts openCloudSocket)
+ * Tests of the agent's own WebSocket client (lib/cloud/websocket.ts openCloudSocket)
  * against a scripted server on a raw loopback socket, so every frame on the
  * wire is seen and chosen by the test.
  *
@@ -11,7 +11,7 @@ import {
   type CloudLeg,
   MAX_FRAME_PAYLOAD,
   openCloudSocket,
-} from "../lib/cloud.ts";
+} from "../lib/cloud/websocket.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const encoder = new TextEncoder();

@@ -6,7 +6,7 @@ import {
   DEFAULT_CONFIG_PATH,
   loadConfig,
   parseConfig,
-} from "../lib/config.ts";
+} from "../lib/config/config.ts";
 
 const OURS = "/etc/c8y-tunnel/config.toml";
 const TEDGE = "/etc/tedge/tedge.toml";

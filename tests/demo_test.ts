@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { demoCommand, parsePortFlag, runDemo } from "../lib/demo.ts";
+import { demoCommand, parsePortFlag, runDemo } from "../lib/commands/demo.ts";
 import { installed, sshArgs, startSshd } from "./system_helpers.ts";
 
 const HAVE_SSH = installed("/usr/sbin/sshd") && installed("/usr/bin/ssh");

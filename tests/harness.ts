@@ -5,8 +5,8 @@
  * @module
  */
 import mqtt from "mqtt";
-import { noDelay } from "../lib/mqtt.ts";
-import { type Config, parseConfig } from "../lib/config.ts";
+import { noDelay } from "../lib/mqtt/link.ts";
+import { type Config, parseConfig } from "../lib/config/config.ts";
 import { type EmbeddedBroker, startBroker } from "../lib/sim/broker.ts";
 import {
   RemoteAccessSim,

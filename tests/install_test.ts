@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../lib/config.ts";
+import { parseConfig } from "../lib/config/config.ts";
 import {
   compileFlags,
   ENV_READ,
@@ -634,7 +634,7 @@ Deno.test("SPAWNS_SELF, SYS, READ_PATHS and ENV_READ match the agent's source", 
       `--allow-read of ${file} disagrees with the source: ${fix}`,
     );
   }
-  const { CONFIG_PATH_ENV } = await import("../lib/config.ts");
+  const { CONFIG_PATH_ENV } = await import("../lib/config/config.ts");
   assert.ok(ENV_READ.includes(CONFIG_PATH_ENV));
   assert.deepEqual(READ_PATHS.slice(0, 2), ["/etc/c8y-tunnel", "/etc/tedge"]);
 });

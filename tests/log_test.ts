@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { Agent } from "../lib/agent.ts";
-import { setupLogging } from "../lib/log.ts";
+import { Agent } from "../lib/daemon/agent.ts";
+import { setupLogging } from "../lib/util/log.ts";
 import {
   echo,
   readBytes,

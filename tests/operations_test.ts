@@ -10,7 +10,7 @@ import {
   type RemoteAccessRequest,
   shorten,
   statusMessage,
-} from "../lib/operations.ts";
+} from "../lib/protocol/operations.ts";
 
 const KEY = "eb5e9d13-1caa-486b-bdda-130ca0d87df8";
 const TOPICS = { topicPrefix: "c8y", mainDeviceId: "main-device" };

@@ -8,15 +8,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parse as parseToml } from "smol-toml";
-import { Agent } from "../lib/agent.ts";
+import { Agent } from "../lib/daemon/agent.ts";
 import {
   HandoffServer,
   handoffTopics,
   parseConnectLine,
   runConnect,
-} from "../lib/connect.ts";
-import type { Config } from "../lib/config.ts";
-import { logger } from "../lib/log.ts";
+} from "../lib/commands/connect.ts";
+import type { Config } from "../lib/config/config.ts";
+import { logger } from "../lib/util/log.ts";
 import {
   inspectOperationFile,
   isOurCommand,
@@ -24,7 +24,7 @@ import {
   pluginCommand,
   removeOperationFile,
   writeOperationFile,
-} from "../lib/operation_file.ts";
+} from "../lib/config/operation_file.ts";
 import {
   echo,
   pseudoRandomBytes,

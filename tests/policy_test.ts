@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { parseAllowEntry, parseIp, Policy, ruleAllows } from "../lib/policy.ts";
+import {
+  parseAllowEntry,
+  parseIp,
+  Policy,
+  ruleAllows,
+} from "../lib/session/policy.ts";
 
 Deno.test("parseAllowEntry() accepts every documented form", () => {
   for (

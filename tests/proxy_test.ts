@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { CloudLeg } from "../lib/cloud.ts";
-import { CHUNK_BYTES, pump, type Traffic } from "../lib/proxy.ts";
+import type { CloudLeg } from "../lib/cloud/websocket.ts";
+import { CHUNK_BYTES, pump, type Traffic } from "../lib/session/pump.ts";
 import { tcpPair } from "./harness.ts";
 
 /** Resolves once `read()` has returned the same value for `quietTurns` checks in a row. */

@@ -4,7 +4,7 @@
  * embedded broker and the simulator.
  */
 import assert from "node:assert/strict";
-import { Agent } from "../lib/agent.ts";
+import { Agent } from "../lib/daemon/agent.ts";
 import {
   echo,
   readBytes,

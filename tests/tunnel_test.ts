@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import type { CloudLeg } from "../lib/cloud.ts";
-import { logger } from "../lib/log.ts";
+import type { CloudLeg } from "../lib/cloud/websocket.ts";
+import { logger } from "../lib/util/log.ts";
 import { tcpPair } from "./harness.ts";
 import {
   type Clock,
   type TimerId,
   Tunnel,
   type TunnelLimits,
-} from "../lib/tunnel.ts";
+} from "../lib/session/tunnel.ts";
 
 /** A clock that only moves when told to. */
 class ManualClock implements Clock {

@@ -9,7 +9,7 @@
 import { X509Certificate } from "node:crypto";
 import { dirname, join } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
-import { parseAllowEntry } from "./policy.ts";
+import { parseAllowEntry } from "../session/policy.ts";
 
 /** How the cloud leg authenticates: a JWT fetched over MQTT, HTTP Basic, or nothing (local tests). */
 export type AuthMethod = "jwt" | "basic" | "none";

@@ -32,20 +32,20 @@ import {
   type CloudAuth,
   deviceUrl,
   type OpenCloudLeg,
-} from "./cloud.ts";
-import type { Config } from "./config.ts";
-import { cloudLegOpenerFor } from "./http_proxy.ts";
-import { type Logger, logger, shortKey } from "./log.ts";
-import { MqttLink, noDelay, topicsFor } from "./mqtt.ts";
+} from "../cloud/websocket.ts";
+import type { Config } from "../config/config.ts";
+import { cloudLegOpenerFor } from "../cloud/opener.ts";
+import { type Logger, logger, shortKey } from "../util/log.ts";
+import { MqttLink, noDelay, topicsFor } from "../mqtt/link.ts";
 import {
   type OperationStatus,
   parseSmartRest,
   type RemoteAccessRequest,
   shorten,
-} from "./operations.ts";
-import { formatTarget, Policy } from "./policy.ts";
-import { type Dial, dialTcp } from "./proxy.ts";
-import { Tunnel, type TunnelSummary } from "./tunnel.ts";
+} from "../protocol/operations.ts";
+import { formatTarget, Policy } from "../session/policy.ts";
+import { type Dial, dialTcp } from "../session/pump.ts";
+import { Tunnel, type TunnelSummary } from "../session/tunnel.ts";
 
 /** Set (to "1") in the environment of the detached child that holds the session. */
 export const CHILD_ENV = "C8Y_TUNNEL_CONNECT_CHILD";

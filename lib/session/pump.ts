@@ -16,8 +16,8 @@
  *
  * @module
  */
-import { closeQuietly, writeAll } from "./conn.ts";
-import type { CloudLeg, CloudSocket } from "./cloud.ts";
+import { closeQuietly, writeAll } from "../util/conn.ts";
+import type { CloudLeg, CloudSocket } from "../cloud/websocket.ts";
 
 /** Size of one read from the target; also the largest frame we send. */
 export const CHUNK_BYTES = 64 * 1024;

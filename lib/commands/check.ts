@@ -14,18 +14,18 @@ import {
   ConfigError,
   DEFAULT_CONFIG_PATH,
   loadConfig,
-} from "./config.ts";
+} from "../config/config.ts";
 import {
   type CloudHttpOptions,
   cloudHttpOptions,
   createCloudHttpClient,
-} from "./http_proxy.ts";
-import { jwtExpiry, noDelay, topicsFor } from "./mqtt.ts";
+} from "../cloud/opener.ts";
+import { jwtExpiry, noDelay, topicsFor } from "../mqtt/link.ts";
 import {
   inspectOperationFile,
   type OperationFileState,
-} from "./operation_file.ts";
-import { type AllowRule, parseAllowEntry } from "./policy.ts";
+} from "../config/operation_file.ts";
+import { type AllowRule, parseAllowEntry } from "../session/policy.ts";
 
 /** One checked item. */
 export interface CheckLine {

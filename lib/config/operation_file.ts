@@ -18,7 +18,7 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { type Config, DEFAULT_CONFIG_PATH } from "./config.ts";
-import type { SelfCommand } from "./connect.ts";
+import type { SelfCommand } from "../commands/connect.ts";
 
 /** The operation's name, which is also the file name. */
 export const OPERATION_NAME = "c8y_RemoteAccessConnect";

@@ -1,5 +1,5 @@
 /**
- * The environment variables the agent reads, in one list: lib/env_fence.ts
+ * The environment variables the agent reads, in one list: lib/util/env_fence.ts
  * exposes only these to npm code, and scripts/permissions.ts scopes
  * `--allow-env` to them. Imports nothing, so the fence can load it first.
  *

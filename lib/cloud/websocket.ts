@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { closeQuietly, writeAll } from "./conn.ts";
+import { closeQuietly, writeAll } from "../util/conn.ts";
 
 /** An open cloud leg: raw bytes in binary frames both ways. */
 export interface CloudLeg {
@@ -676,7 +676,7 @@ export interface CloudSocketOptions {
   readonly caCerts?: readonly string[];
   /**
    * Opens the TCP connection to the cloud's host:port instead of
-   * `Deno.connect`, e.g. through an HTTP CONNECT proxy (lib/http_proxy.ts);
+   * `Deno.connect`, e.g. through an HTTP CONNECT proxy (lib/cloud/opener.ts);
    * TLS is then started on what it returns.
    */
   readonly dial?: (

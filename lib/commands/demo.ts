@@ -10,16 +10,16 @@
  * @module
  */
 import mqtt from "mqtt";
-import { Agent } from "./agent.ts";
-import { parseConfig } from "./config.ts";
-import { setupLogging, shortKey } from "./log.ts";
-import { parseCsv } from "./operations.ts";
-import { startBroker } from "./sim/broker.ts";
+import { Agent } from "../daemon/agent.ts";
+import { parseConfig } from "../config/config.ts";
+import { setupLogging, shortKey } from "../util/log.ts";
+import { parseCsv } from "../protocol/operations.ts";
+import { startBroker } from "../sim/broker.ts";
 import {
   type ClientListener,
   RemoteAccessSim,
   smartRest530,
-} from "./sim/cloud.ts";
+} from "../sim/cloud.ts";
 
 /** External id of the demo's device (what the 530 lines carry). */
 export const DEMO_DEVICE_ID = "demo-device";

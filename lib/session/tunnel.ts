@@ -8,10 +8,10 @@
  *
  * @module
  */
-import { CloudConnectError, type CloudLeg } from "./cloud.ts";
-import { type Dial, pump, type PumpEnd, type Traffic } from "./proxy.ts";
+import { CloudConnectError, type CloudLeg } from "../cloud/websocket.ts";
+import { type Dial, pump, type PumpEnd, type Traffic } from "./pump.ts";
 import { formatTarget } from "./policy.ts";
-import { type Logger, shortKey } from "./log.ts";
+import { type Logger, shortKey } from "../util/log.ts";
 
 /** The session's state; `reason` says why it ended. */
 export type TunnelState =

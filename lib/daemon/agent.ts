@@ -5,17 +5,21 @@
  *
  * @module
  */
-import type { Config } from "./config.ts";
+import type { Config } from "../config/config.ts";
 import {
   authHeaders,
   type CloudAuth,
   deviceUrl,
   type OpenCloudLeg,
-} from "./cloud.ts";
-import { HandoffServer, handoffTopics, type StatusReport } from "./connect.ts";
-import { cloudLegOpenerFor } from "./http_proxy.ts";
-import { type Logger, logger, shortKey } from "./log.ts";
-import { MqttLink } from "./mqtt.ts";
+} from "../cloud/websocket.ts";
+import {
+  HandoffServer,
+  handoffTopics,
+  type StatusReport,
+} from "../commands/connect.ts";
+import { cloudLegOpenerFor } from "../cloud/opener.ts";
+import { type Logger, logger, shortKey } from "../util/log.ts";
+import { MqttLink } from "../mqtt/link.ts";
 import {
   type OperationRef,
   type OperationStatus,
@@ -25,10 +29,10 @@ import {
   type RemoteAccessRequest,
   shorten,
   statusMessage,
-} from "./operations.ts";
-import { formatTarget, Policy } from "./policy.ts";
-import { type Dial, dialTcp } from "./proxy.ts";
-import { type Clock, Tunnel, type TunnelSummary } from "./tunnel.ts";
+} from "../protocol/operations.ts";
+import { formatTarget, Policy } from "../session/policy.ts";
+import { type Dial, dialTcp } from "../session/pump.ts";
+import { type Clock, Tunnel, type TunnelSummary } from "../session/tunnel.ts";
 
 /** How many recently seen connection keys are remembered to drop re-deliveries. */
 const RECENT_KEYS = 1024;

@@ -21,7 +21,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { Config } from "./config.ts";
+import type { Config } from "../config/config.ts";
 import {
   CloudConnectError,
   type CloudLeg,
@@ -29,7 +29,7 @@ import {
   describeStatus,
   type OpenCloudLeg,
   openCloudSocket,
-} from "./cloud.ts";
+} from "./websocket.ts";
 
 /** What the runtime's HTTP client needs for the cloud leg. */
 export interface CloudHttpOptions {

@@ -1,6 +1,6 @@
 /**
  * The environment fence: npm packages see only the variables the agent
- * itself reads (lib/agent_env.ts). npm `mqtt` loads `debug`, which lists the
+ * itself reads (lib/util/agent_env.ts). npm `mqtt` loads `debug`, which lists the
  * whole environment (`Object.keys(process.env)`) when it is loaded, and Deno
  * allows that only with an unscoped `--allow-env`. Replacing Node's
  * `process.env` with a plain object of the agent's own variables lets the

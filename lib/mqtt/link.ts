@@ -7,8 +7,8 @@
  * @module
  */
 import mqtt from "mqtt";
-import type { Config } from "./config.ts";
-import type { Logger } from "./log.ts";
+import type { Config } from "../config/config.ts";
+import type { Logger } from "../util/log.ts";
 
 /** A message from a subscribed topic. */
 export type MessageHandler = (topic: string, payload: string) => void;
