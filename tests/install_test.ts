@@ -609,11 +609,16 @@ Deno.test("optionsFromEnv() reads the build variables", () => {
 Deno.test("SPAWNS_SELF, SYS, READ_PATHS and ENV_READ match the agent's source", async () => {
   // The agent: main.ts and lib/ without the simulator (demo and tests only).
   let source = await Deno.readTextFile(path("main.ts"));
-  for await (const entry of Deno.readDir(path("lib"))) {
-    if (entry.isFile && entry.name.endsWith(".ts")) {
-      source += await Deno.readTextFile(path(`lib/${entry.name}`));
+  const readTree = async (dir: string): Promise<void> => {
+    for await (const entry of Deno.readDir(path(dir))) {
+      const child = `${dir}/${entry.name}`;
+      if (entry.isDirectory && child !== "lib/sim") await readTree(child);
+      else if (entry.isFile && entry.name.endsWith(".ts")) {
+        source += await Deno.readTextFile(path(child));
+      }
     }
-  }
+  };
+  await readTree("lib");
   const fix = "update scripts/permissions.ts (and docs/install.md)";
   assert.equal(
     SPAWNS_SELF,
