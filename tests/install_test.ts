@@ -74,7 +74,14 @@ function which(command: string): string | null {
   return null;
 }
 
+/**
+ * Reports a check that cannot run on this machine. CI installs every tool
+ * these checks need, so there (env CI set) a missing tool fails the test.
+ */
 function skip(test: string, reason: string): void {
+  if (Deno.env.get("CI")) {
+    throw new Error(`${test} cannot run in CI: ${reason}`);
+  }
   console.log(`SKIP ${test}: ${reason}`);
 }
 
@@ -967,17 +974,7 @@ Deno.test("runFlags() are enough for `main.ts --version`", async () => {
   assert.equal(result.stdout.trim(), `c8y-tunnel ${version}`);
 });
 
-/** Whether lib/cli.ts dispatches `command` yet (the CLI is being completed). */
-async function cliHas(command: string): Promise<boolean> {
-  const cli = await Deno.readTextFile(path("lib/cli.ts"));
-  return cli.includes(`case "${command}"`);
-}
-
 Deno.test("runFlags() are enough for `init --daemon` and `cleanup`", async () => {
-  if (!(await cliHas("init")) || !(await cliHas("cleanup"))) {
-    skip("init/cleanup under runFlags()", "lib/cli.ts has no init/cleanup yet");
-    return;
-  }
   await using t = await fakeSetup();
   const tedge = `${t.dir}/tedge`;
   await Deno.mkdir(tedge);
