@@ -111,6 +111,7 @@ Deno.test("parseConfig() applies the built-in defaults", () => {
       port: 1883,
       topicPrefix: "c8y",
       clientId: "c8y-tunnel",
+      maxPayloadBytes: 65536,
     },
     c8y: {
       url: "https://t1.cumulocity.com",
@@ -151,6 +152,7 @@ const FULL = `
 host = "broker.local"
 port = 8883
 topic_prefix = "c8y-2"
+max_payload = 131072
 client_id = "tunnel-7"
 
 [c8y]
@@ -195,6 +197,7 @@ Deno.test("parseConfig() reads every key of its own file", () => {
       port: 8883,
       topicPrefix: "c8y-2",
       clientId: "tunnel-7",
+      maxPayloadBytes: 131072,
     },
     c8y: {
       url: "http://127.0.0.1:8080",
@@ -266,6 +269,7 @@ Deno.test("parseConfig() takes unset keys from tedge.toml and ignores its other 
     port: 1884,
     topicPrefix: "c8y-x",
     clientId: "c8y-tunnel",
+    maxPayloadBytes: 65536,
   });
   assert.equal(config.c8y.url, "https://t9.cumulocity.com");
   assert.equal(config.c8y.deviceId, "tedge-dev");
@@ -826,6 +830,15 @@ Deno.test("parseConfig() names file, key, value and expectation for wrong types 
     ],
     [`[mqtt]\nport = 0`, /key mqtt\.port = 0 is invalid/],
     [
+      `[mqtt]\nmax_payload = 16383`,
+      /key mqtt\.max_payload = 16383 is invalid: expected a number of bytes from 16384 to 1048576/,
+    ],
+    [
+      `[mqtt]\nmax_payload = 1048577`,
+      /key mqtt\.max_payload = 1048577 is invalid/,
+    ],
+    [`[mqtt]\nmax_payload = "64k"`, /key mqtt\.max_payload = "64k" is invalid/],
+    [
       `[mqtt]\nhost = ""`,
       /key mqtt\.host = "" is invalid: expected a non-empty string/,
     ],
@@ -1028,4 +1041,13 @@ Deno.test("parseConfig() accepts the example of README.md", async () => {
   assert.equal(config.c8y.deviceId, "my-device");
   assert.deepEqual(config.tunnel.allow, ["127.0.0.1:22", "127.0.0.1:5900"]);
   assert.equal(config.health.serviceName, "c8y-tunnel");
+  assert.equal(config.mqtt.maxPayloadBytes, 65536);
+});
+
+Deno.test("parseConfig() reads mqtt.max_payload in bytes, default 65536", () => {
+  const payload = (line: string) =>
+    parseOurs(`${MINIMAL}[mqtt]\n${line}\n`).mqtt.maxPayloadBytes;
+  assert.equal(payload(""), 65536);
+  assert.equal(payload("max_payload = 16384"), 16384);
+  assert.equal(payload("max_payload = 1048576"), 1048576);
 });

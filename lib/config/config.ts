@@ -35,6 +35,11 @@ export interface Config {
     readonly port: number;
     readonly topicPrefix: string;
     readonly clientId: string;
+    /**
+     * Largest MQTT packet payload accepted from the broker, in bytes (key
+     * mqtt.max_payload). Cumulocity never sends one above 16 KiB.
+     */
+    readonly maxPayloadBytes: number;
   };
   readonly c8y: {
     /** Scheme + host[:port], no trailing slash, e.g. "https://t1.cumulocity.com". */
@@ -249,6 +254,7 @@ interface Values {
   "mqtt.port": number;
   "mqtt.topic_prefix": string;
   "mqtt.client_id": string;
+  "mqtt.max_payload": number;
   "c8y.url": string;
   "c8y.device_id": string;
   "c8y.auth": AuthMethod;
@@ -278,6 +284,11 @@ const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
   "mqtt.port": integer(1, 65535, "an integer from 1 to 65535"),
   "mqtt.topic_prefix": topic(false),
   "mqtt.client_id": word,
+  "mqtt.max_payload": integer(
+    16_384,
+    1_048_576,
+    "a number of bytes from 16384 to 1048576",
+  ),
   "c8y.url": c8yUrl,
   "c8y.device_id": word,
   "c8y.auth": oneOf<AuthMethod>(["jwt", "basic", "none"]),
@@ -309,6 +320,7 @@ const DEFAULTS: { readonly [K in Exclude<Key, Required>]: Values[K] } = {
   "mqtt.port": 1883,
   "mqtt.topic_prefix": "c8y",
   "mqtt.client_id": "c8y-tunnel",
+  "mqtt.max_payload": 65_536,
   "c8y.auth": "jwt",
   "c8y.credentials_path": "/etc/c8y-tunnel/credentials.toml",
   "c8y.root_cert_path": "",
@@ -824,6 +836,7 @@ function finish(
       port: get("mqtt.port")!,
       topicPrefix: get("mqtt.topic_prefix")!,
       clientId: get("mqtt.client_id")!,
+      maxPayloadBytes: get("mqtt.max_payload")!,
     },
     c8y: {
       url: url!,
