@@ -547,6 +547,7 @@ Deno.test("install/config.toml parses, commented and uncommented", async () => {
     port: 1883,
     topicPrefix: "c8y",
     clientId: "c8y-tunnel",
+    maxPayloadBytes: 65536,
   });
   assert.equal(all.tunnel.maxSessions, 16);
   assert.equal(all.tunnel.idleTimeoutMs, 3_600_000);
