@@ -27,6 +27,11 @@ export interface Running extends AsyncDisposable {
   readonly prefix: string | null;
   /** One line on how it was started, for RESULTS.md. */
   readonly command: string;
+  /**
+   * Plugin mode (c8y-tunnel only): runs `connect "530,…"` with no daemon to
+   * take it; resolves with the pid of the detached child holding the session.
+   */
+  readonly connect?: (line: string) => Promise<number>;
 }
 
 /** What a contender needs from the rig. */
@@ -128,16 +133,16 @@ async function startSocat(rig: RigInfo): Promise<Running> {
   };
 }
 
-async function startAgent(rig: RigInfo): Promise<Running> {
-  const prefix = "c8y-agent";
-  const config = `${rig.dir}/c8y-tunnel.toml`;
-  await Deno.writeTextFile(
-    config,
-    `[mqtt]
+/** The agent's config for the bench: `prefix` and `service` keep daemon and plugin runs apart. */
+function agentConfig(rig: RigInfo, prefix: string, service: string): string {
+  return `[mqtt]
 host = "127.0.0.1"
 port = ${rig.brokerPort}
 topic_prefix = "${prefix}"
-client_id = "c8y-tunnel-bench"
+client_id = "${service}-bench"
+
+[health]
+service_name = "${service}"
 
 [c8y]
 url = "${rig.cloud.url}"
@@ -152,21 +157,25 @@ idle_timeout = 0
 
 [log]
 level = "warn"
-`,
+`;
+}
+
+async function startAgent(rig: RigInfo): Promise<Running> {
+  const prefix = "c8y-agent";
+  const config = `${rig.dir}/c8y-tunnel.toml`;
+  await Deno.writeTextFile(config, agentConfig(rig, prefix, "c8y-tunnel"));
+  // Plugin mode: another prefix and service name, so no daemon takes its requests.
+  const pluginConfig = `${rig.dir}/c8y-tunnel-plugin.toml`;
+  await Deno.writeTextFile(
+    pluginConfig,
+    agentConfig(rig, "c8y-plugin", "c8y-tunnel-plugin"),
   );
   // BENCH_AGENT_FLAGS: extra `deno run` flags for experiments (e.g. V8 flags).
   const extra = (Deno.env.get("BENCH_AGENT_FLAGS") ?? "").split(" ").filter(
     Boolean,
   );
-  const args = [
-    "run",
-    "-A",
-    ...extra,
-    `${ROOT}main.ts`,
-    "run",
-    "--config",
-    config,
-  ];
+  const runtime = ["run", "-A", ...extra, `${ROOT}main.ts`];
+  const args = [...runtime, "run", "--config", config];
   const ready = rig.operator.waitFor(
     (topic, payload) =>
       topic === "te/device/main/service/c8y-tunnel/status/health" &&
@@ -191,8 +200,34 @@ level = "warn"
       rig.dir,
       "$TMP",
     ),
+    connect: (line) => pluginSession(runtime, pluginConfig, line),
     [Symbol.asyncDispose]: () => stopProcess(child, 6000),
   };
+}
+
+/** Runs `connect --config FILE "530,…"`; resolves with the pid of the child it leaves. */
+async function pluginSession(
+  runtime: readonly string[],
+  config: string,
+  line: string,
+): Promise<number> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...runtime, "connect", "--config", config, line],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  const pid = /in process (\d+)/.exec(decoder.decode(out.stdout));
+  if (!out.success || pid === null) {
+    const last = decoder.decode(out.stderr).trim().split("\n").at(-1);
+    throw new Error(
+      `connect exited with ${out.code} and no session process: ${last}`,
+    );
+  }
+  return Number(pid[1]);
 }
 
 async function startNodeBridge(rig: RigInfo): Promise<Running> {

@@ -10,10 +10,12 @@ import type { Running } from "./contenders.ts";
 import {
   children,
   cpuSeconds,
+  memory,
   peakRss,
   resetPeak,
   rss,
   sampleMax,
+  treeMemory,
   treeRss,
 } from "./proc.ts";
 import { type Operator, until } from "./rig.ts";
@@ -41,6 +43,8 @@ export interface Plan {
   readonly slowRate: number;
   readonly scaleSessions: number;
   readonly scaleBytes: number;
+  /** Requests in a burst, each published as soon as the previous one's first byte came through. */
+  readonly burstRequests: number;
 }
 
 /** What every measurement needs. */
@@ -85,11 +89,11 @@ async function settle(bench: Bench, c: Running): Promise<void> {
 }
 
 /** Watches the relay's memory: peak (exact VmHWM where resettable, else sampled) over a baseline. */
-function memoryWatch(pid: number | null) {
+function memoryWatch(pid: number | null, intervalMs = 10) {
   if (pid === null) return { stop: () => ({ base: NaN, peak: NaN }) };
   const base = rss(pid);
   const exact = resetPeak(pid);
-  const sampler = sampleMax(() => treeRss(pid), 10);
+  const sampler = sampleMax(() => treeRss(pid), intervalMs);
   return {
     stop() {
       let peak = sampler.stop();
@@ -211,6 +215,15 @@ export async function setup(bench: Bench, c: Running): Promise<Sample> {
   };
 }
 
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Opens `count` idle sessions, one after another. */
 async function openIdle(
   bench: Bench,
@@ -254,7 +267,7 @@ function closeAll(clients: readonly ClientConn[]): void {
 export async function idleMemory(bench: Bench, c: Running): Promise<Sample> {
   if (c.pid === null) return { values: {}, problems: [] };
   await settle(bench, c);
-  const idleRss = treeRss(c.pid);
+  const atRest = treeMemory(c.pid);
   closeAll(await openIdle(bench, c, Math.min(10, bench.plan.idleSessions)));
   await settle(bench, c);
   await new Promise((resolve) => setTimeout(resolve, 300));
@@ -266,7 +279,9 @@ export async function idleMemory(bench: Bench, c: Running): Promise<Sample> {
     const loaded = treeRss(c.pid);
     return {
       values: {
-        idleRss,
+        idleRss: atRest.rss,
+        idleAnon: atRest.anon,
+        idlePss: atRest.pss,
         perSessionRss: (loaded - base) / bench.plan.idleSessions,
       },
       problems: [],
@@ -325,9 +340,11 @@ export async function slowPeers(bench: Bench, c: Running): Promise<Sample> {
 export async function scale(bench: Bench, c: Running): Promise<Sample> {
   const { scaleSessions, scaleBytes } = bench.plan;
   const problems: string[] = [];
-  const watch = memoryWatch(c.pid);
+  // socat forks one process per session: reading a thousand /proc files
+  // every 10 ms would load the machine it measures.
+  const watch = memoryWatch(c.pid, scaleSessions > 200 ? 100 : 10);
   const statusesBefore = bench.operator.statuses.length;
-  const signal = AbortSignal.timeout(120_000);
+  const signal = AbortSignal.timeout(300_000);
   const start = performance.now();
   const results = await Promise.allSettled(
     Array.from({ length: scaleSessions }, async () => {
@@ -358,4 +375,74 @@ export async function scale(bench: Bench, c: Running): Promise<Sample> {
   };
   if (c.pid !== null) values.scalePeakRss = mem.peak;
   return { values, problems };
+}
+
+/**
+ * A burst: `burstRequests` sessions, each requested as soon as the previous
+ * one's first byte came through (a user opening several sessions, or a
+ * script), all kept open until the end: 530 -> first byte, median and max.
+ * Run on a broker with its default configuration (Nagle on), where a
+ * request that follows a status publish closely can wait for a delayed ACK.
+ */
+export async function burst(bench: Bench, c: Running): Promise<Sample> {
+  if (c.prefix === null) return { values: {}, problems: [] };
+  const times: number[] = [];
+  const clients: ClientConn[] = [];
+  try {
+    for (let i = 0; i < bench.plan.burstRequests; i++) {
+      const client = await session(bench, c, AbortSignal.timeout(15_000));
+      clients.push(client);
+      times.push(client.greetedAt - bench.operator.lastPublished!.at);
+    }
+  } finally {
+    closeAll(clients);
+    await settle(bench, c);
+  }
+  if (Deno.env.get("BENCH_DEBUG")) {
+    console.error(`burst: ${times.map((t) => t.toFixed(1)).join(" ")} ms`);
+  }
+  return {
+    values: {
+      burstFirstByteMs: percentile(times, 0.5),
+      burstMaxMs: Math.max(...times),
+    },
+    problems: [],
+  };
+}
+
+/**
+ * Plugin mode without a daemon: `c8y-tunnel connect "530,…"` for one
+ * session, which leaves a detached child holding it; that child's RSS,
+ * private memory and PSS while the session is open and idle.
+ */
+export async function plugin(bench: Bench, c: Running): Promise<Sample> {
+  if (c.connect === undefined) return { values: {}, problems: [] };
+  const connect = c.connect;
+  let child: Promise<number> | undefined;
+  bench.operator.divert = (line) => {
+    child = connect(line);
+    child.catch(() => {});
+  };
+  let client: ClientConn | undefined;
+  let pid: number | undefined;
+  try {
+    client = await session(bench, c, AbortSignal.timeout(30_000));
+    await idle(client);
+    pid = await child!;
+    // Let the child finish its set-up work before reading its memory.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const m = memory(pid);
+    return {
+      values: { pluginRss: m.rss, pluginAnon: m.anon, pluginPss: m.pss },
+      problems: [],
+    };
+  } finally {
+    bench.operator.divert = null;
+    if (client) closeAll([client]);
+    await settle(bench, c);
+    if (pid !== undefined) {
+      await until(() => !alive(pid!), `session process ${pid} to end`)
+        .catch(() => {});
+    }
+  }
 }

@@ -24,6 +24,48 @@ export function rss(pid: number): number {
   return statusField(pid, "VmRSS");
 }
 
+/** Where a process's resident memory goes, in bytes. */
+export interface Memory {
+  /** `VmRSS`: every resident page, shared ones included. */
+  readonly rss: number;
+  /** `RssAnon`: private (anonymous) pages: heap, stacks; what the process alone costs. */
+  readonly anon: number;
+  /** `Pss` from smaps_rollup: RSS with each shared page divided by the processes sharing it. */
+  readonly pss: number;
+}
+
+/** RSS, private memory and PSS of one process (`/proc/<pid>/status`, `smaps_rollup`). */
+export function memory(pid: number): Memory {
+  const rollup = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+  const pss = /^Pss:\s+(\d+) kB/m.exec(rollup);
+  if (pss === null) {
+    throw new Error(`Cannot read Pss of process ${pid}: not in smaps_rollup`);
+  }
+  return {
+    rss: statusField(pid, "VmRSS"),
+    anon: statusField(pid, "RssAnon"),
+    pss: Number(pss[1]) * 1024,
+  };
+}
+
+/** {@linkcode memory} of a process plus that of its children (socat forks per connection). */
+export function treeMemory(pid: number): Memory {
+  let total = memory(pid);
+  for (const child of children(pid)) {
+    try {
+      const m = memory(child);
+      total = {
+        rss: total.rss + m.rss,
+        anon: total.anon + m.anon,
+        pss: total.pss + m.pss,
+      };
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return total;
+}
+
 /** Peak resident set size in bytes since start or the last {@linkcode resetPeak}. */
 export function peakRss(pid: number): number {
   return statusField(pid, "VmHWM");

@@ -97,15 +97,23 @@ export async function stopProcess(
   }
 }
 
-/** Starts mosquitto on a free loopback port with TCP_NODELAY (DESIGN.md §5). */
-export async function startMosquitto(dir: string): Promise<Service> {
+/**
+ * Starts mosquitto on a free loopback port, with TCP_NODELAY (DESIGN.md §5)
+ * unless `defaults`: then as mosquitto and thin-edge ship it (Nagle on).
+ */
+export async function startMosquitto(
+  dir: string,
+  { defaults = false }: { defaults?: boolean } = {},
+): Promise<Service> {
   const binary = which("mosquitto");
   if (binary === null) throw new Error("Cannot start mosquitto: not installed");
   const port = freePort();
-  const config = `${dir}/mosquitto.conf`;
+  const config = `${dir}/mosquitto-${port}.conf`;
   await Deno.writeTextFile(
     config,
-    `listener ${port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlog_dest none\n`,
+    `listener ${port} 127.0.0.1\nallow_anonymous true\n${
+      defaults ? "" : "set_tcp_nodelay true\n"
+    }persistence false\nlog_dest none\n`,
   );
   const child = new Deno.Command(binary, {
     args: ["-c", config],
@@ -117,7 +125,9 @@ export async function startMosquitto(dir: string): Promise<Service> {
   return {
     port,
     pid: child.pid,
-    description: `mosquitto (${binary})`,
+    description: `mosquitto (${binary}${
+      defaults ? ", default configuration" : ", set_tcp_nodelay"
+    })`,
     [Symbol.asyncDispose]: () => stopProcess(child),
   };
 }
@@ -294,6 +304,8 @@ export class Operator implements AsyncDisposable {
   readonly published = new Map<string, number>();
   /** Prefix and target port the next 530s go to. */
   route: { prefix: string; targetPort: number } | null = null;
+  /** When set, the next 530 lines go here instead of the broker (plugin mode: `connect "530,…"`). */
+  divert: ((line: string) => void) | null = null;
   #lastPublished: { key: string; at: number } | null = null;
 
   private constructor(client: mqtt.MqttClient) {
@@ -346,11 +358,9 @@ export class Operator implements AsyncDisposable {
     const at = performance.now();
     this.published.set(key, at);
     this.#lastPublished = { key, at };
-    this.#client.publish(
-      `${route.prefix}/s/ds`,
-      `530,bench-device,127.0.0.1,${route.targetPort},${key}`,
-      { qos: 1 },
-    );
+    const line = `530,bench-device,127.0.0.1,${route.targetPort},${key}`;
+    if (this.divert !== null) this.divert(line);
+    else this.#client.publish(`${route.prefix}/s/ds`, line, { qos: 1 });
   }
 
   /**
