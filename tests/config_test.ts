@@ -7,6 +7,7 @@ import {
   loadConfig,
   parseConfig,
 } from "../lib/config/config.ts";
+import { parseAllowEntry } from "../lib/config/allow.ts";
 
 const OURS = "/etc/c8y-tunnel/config.toml";
 const TEDGE = "/etc/tedge/tedge.toml";
@@ -43,6 +44,11 @@ function parseOurs(
     tedgeText: null,
     ...extra,
   });
+}
+
+/** The texts of the parsed tunnel.allow rules. */
+function allowTexts(config: Config): string[] {
+  return config.tunnel.allow.map((rule) => rule.text);
 }
 
 function errorOf(fn: () => unknown): string {
@@ -124,7 +130,7 @@ Deno.test("parseConfig() applies the built-in defaults", () => {
       profile: "",
     },
     tunnel: {
-      allow: ["127.0.0.1:22"],
+      allow: ["127.0.0.1:22"].map(parseAllowEntry),
       maxSessions: 16,
       connectTimeoutMs: 10_000,
       idleTimeoutMs: 3_600_000,
@@ -210,7 +216,9 @@ Deno.test("parseConfig() reads every key of its own file", () => {
       profile: "",
     },
     tunnel: {
-      allow: ["127.0.0.1:22", "10.0.0.0/8:*", "*:5900", "[::1]:22"],
+      allow: ["127.0.0.1:22", "10.0.0.0/8:*", "*:5900", "[::1]:22"].map(
+        parseAllowEntry,
+      ),
       maxSessions: 3,
       connectTimeoutMs: 250,
       idleTimeoutMs: 0,
@@ -1020,7 +1028,7 @@ Deno.test("parseConfig() accepts the examples of docs/config.md", async () => {
   const [full, small] = examples as [string, string];
   const config = parseOurs(full);
   assert.equal(config.c8y.url, "https://example.cumulocity.com");
-  assert.deepEqual(config.tunnel.allow, ["127.0.0.1:22", "127.0.0.1:5900"]);
+  assert.deepEqual(allowTexts(config), ["127.0.0.1:22", "127.0.0.1:5900"]);
   const tedge = `[device]\nid = "d"\n[c8y]\nurl = "t1.example"\n`;
   const smallConfig = parseConfig({
     file: OURS,
@@ -1039,7 +1047,7 @@ Deno.test("parseConfig() accepts the example of README.md", async () => {
   const config = parseOurs(block);
   assert.equal(config.c8y.url, "https://example.cumulocity.com");
   assert.equal(config.c8y.deviceId, "my-device");
-  assert.deepEqual(config.tunnel.allow, ["127.0.0.1:22", "127.0.0.1:5900"]);
+  assert.deepEqual(allowTexts(config), ["127.0.0.1:22", "127.0.0.1:5900"]);
   assert.equal(config.health.serviceName, "c8y-tunnel");
   assert.equal(config.mqtt.maxPayloadBytes, 65536);
 });

@@ -534,7 +534,9 @@ Deno.test("install/config.toml parses, commented and uncommented", async () => {
     tedgeText: 'device.id = "dev-1"\nc8y.url = "t1.example.com"\n',
   });
   assert.equal(installed.c8y.url, "https://t1.example.com");
-  assert.deepEqual(installed.tunnel.allow, ["127.0.0.1:22"]);
+  assert.deepEqual(installed.tunnel.allow.map((rule) => rule.text), [
+    "127.0.0.1:22",
+  ]);
   // every key uncommented: the documented defaults
   const all = parseConfig({
     file: TEMPLATE,

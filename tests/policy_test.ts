@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
-import {
-  parseAllowEntry,
-  parseIp,
-  Policy,
-  ruleAllows,
-} from "../lib/session/policy.ts";
+import { parseAllowEntry, ruleAllows } from "../lib/config/allow.ts";
+import { formatIPv6, parseIp, parseIPv6 } from "../lib/protocol/ip.ts";
+import { Policy } from "../lib/session/policy.ts";
 
 Deno.test("parseAllowEntry() accepts every documented form", () => {
   for (
@@ -88,7 +85,7 @@ Deno.test("parseIp() parses strict IPv4 and IPv6 literals only", () => {
 });
 
 Deno.test("Policy.admit() names the target and the setting that refused it", () => {
-  const policy = new Policy(["127.0.0.1:22"], 2);
+  const policy = new Policy([parseAllowEntry("127.0.0.1:22")], 2);
   assert.deepEqual(policy.admit("127.0.0.1", 22, 0), { ok: true });
   assert.deepEqual(policy.admit("10.0.0.5", 22, 0), {
     ok: false,
@@ -102,4 +99,16 @@ Deno.test("Policy.admit() names the target and the setting that refused it", () 
     ok: false,
     reason: "session limit reached (tunnel.max_sessions = 2)",
   });
+});
+
+Deno.test("parseIPv6() takes an embedded IPv4 only as the last piece; formatIPv6() writes RFC 5952", () => {
+  assert.equal(parseIPv6("1.2.3.4::"), null);
+  assert.equal(parseIPv6("::1.2.3.4:1"), null);
+  assert.equal(parseIPv6("[::1]"), null);
+  const canonical = (text: string) => formatIPv6(parseIPv6(text)!.value);
+  assert.equal(canonical("0:0:0:0:0:0:0:1"), "::1");
+  assert.equal(canonical("2001:DB8:0:0:1:0:0:1"), "2001:db8::1:0:0:1");
+  assert.equal(canonical("::ffff:1.2.3.4"), "::ffff:102:304");
+  assert.equal(canonical("1:0:2:3:4:5:6:7"), "1:0:2:3:4:5:6:7");
+  assert.equal(canonical("::"), "::");
 });

@@ -25,7 +25,7 @@ import {
   inspectOperationFile,
   type OperationFileState,
 } from "../config/operation_file.ts";
-import { type AllowRule, parseAllowEntry } from "../session/policy.ts";
+import type { AllowRule } from "../config/config.ts";
 
 /** One checked item. */
 export interface CheckLine {
@@ -330,25 +330,16 @@ function allowLines(config: Config): CheckLine[] {
       ),
     ];
   }
-  return config.tunnel.allow.map((entry, i) => {
-    const name = `tunnel.allow[${i}] ${JSON.stringify(entry)}`;
-    try {
-      const rule = parseAllowEntry(entry);
-      const wide = rule.host.kind === "any" && rule.port === "*";
-      return okLine(
-        name,
-        describeRule(rule),
-        wide
-          ? "this lets the cloud reach anything the device can: narrow it"
-          : undefined,
-      );
-    } catch (error) {
-      return failLine(
-        name,
-        message(error),
-        "use host:port, host:*, CIDR:port, *:port or [IPv6]:port",
-      );
-    }
+  return config.tunnel.allow.map((rule, i) => {
+    const name = `tunnel.allow[${i}] ${JSON.stringify(rule.text)}`;
+    const wide = rule.host.kind === "any" && rule.port === "*";
+    return okLine(
+      name,
+      describeRule(rule),
+      wide
+        ? "this lets the cloud reach anything the device can: narrow it"
+        : undefined,
+    );
   });
 }
 

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { formatIPv6, parseIPv4, parseIPv6 } from "./ip.ts";
 
 /** Name of the operation, used by the SmartREST by-name status templates. */
 const OPERATION = "c8y_RemoteAccessConnect";
@@ -282,65 +283,6 @@ function deviceIdProblem(id: string): string | undefined {
   return undefined;
 }
 
-function isIPv4(host: string): boolean {
-  const parts = host.split(".");
-  return parts.length === 4 &&
-    parts.every((part) =>
-      /^(0|[1-9][0-9]{0,2})$/.test(part) && Number(part) <= 255
-    );
-}
-
-/** The 8 groups of an IPv6 address (hex, optional embedded IPv4), or undefined. */
-function ipv6Groups(host: string): number[] | undefined {
-  if (!/^[0-9A-Fa-f:.]+$/.test(host)) return undefined;
-  const halves = host.split("::");
-  if (halves.length > 2) return undefined;
-  const parse = (
-    half: string | undefined,
-    allowIPv4: boolean,
-  ): number[] | undefined => {
-    if (half === undefined || half === "") return [];
-    const groups: number[] = [];
-    const parts = half.split(":");
-    for (const [index, part] of parts.entries()) {
-      if (allowIPv4 && index === parts.length - 1 && part.includes(".")) {
-        if (!isIPv4(part)) return undefined;
-        const [a = 0, b = 0, c = 0, d = 0] = part.split(".").map(Number);
-        groups.push(a * 256 + b, c * 256 + d);
-      } else if (/^[0-9A-Fa-f]{1,4}$/.test(part)) {
-        groups.push(parseInt(part, 16));
-      } else {
-        return undefined;
-      }
-    }
-    return groups;
-  };
-  const compressed = halves.length === 2;
-  const head = parse(halves[0], !compressed);
-  const tail = parse(halves[1], true);
-  if (head === undefined || tail === undefined) return undefined;
-  const present = head.length + tail.length;
-  if (compressed ? present > 7 : present !== 8) return undefined;
-  return [...head, ...Array<number>(8 - present).fill(0), ...tail];
-}
-
-/** RFC 5952 text of an IPv6 address: lowercase, no leading zeros, longest zero run as `::`. */
-function formatIPv6(groups: readonly number[]): string {
-  let best = -1;
-  let bestLength = 1;
-  for (let i = 0; i < groups.length;) {
-    let j = i;
-    while (j < groups.length && groups[j] === 0) j++;
-    if (j - i > bestLength) [best, bestLength] = [i, j - i];
-    i = j > i ? j : i + 1;
-  }
-  const hex = groups.map((group) => group.toString(16));
-  if (best < 0) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${
-    hex.slice(best + bestLength).join(":")
-  }`;
-}
-
 const HOST_EXPECTED = "expected a hostname, IPv4 address or IPv6 address";
 
 /** The host normalized for connecting, or a reason why it cannot be used. */
@@ -349,12 +291,12 @@ function checkHost(raw: string): { host: string } | { reason: string } {
   const bracketed = raw.startsWith("[") && raw.endsWith("]");
   const inner = bracketed ? raw.slice(1, -1) : raw;
   if (bracketed || inner.includes(":")) {
-    const groups = ipv6Groups(inner);
-    return groups
-      ? { host: formatIPv6(groups) }
+    const ip = parseIPv6(inner);
+    return ip
+      ? { host: formatIPv6(ip.value) }
       : { reason: `invalid host ${show(raw)}: ${HOST_EXPECTED}` };
   }
-  if (isIPv4(inner)) return { host: inner };
+  if (parseIPv4(inner)) return { host: inner };
   if (inner.endsWith(".")) {
     return {
       reason: `invalid host ${show(raw)}: write it without the trailing dot`,

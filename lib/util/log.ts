@@ -16,8 +16,10 @@ import {
   type Sink,
 } from "@logtape/logtape";
 
-/** Config log level names (DESIGN.md §2). */
-export type LevelName = "debug" | "info" | "warn" | "error";
+/** Lowest level of log records that are written (config key log.level, DESIGN.md §2). */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+/** Log line format: human-readable text or one JSON object per line (log.format). */
+export type LogFormat = "text" | "json";
 export type { Logger };
 
 const LEVELS = {
@@ -42,8 +44,8 @@ const stderrWriter: LineWriter = (line) => {
 /** Configures logging once per process (calling again replaces the set-up). */
 export function setupLogging(
   options: {
-    readonly level: LevelName;
-    readonly format: "text" | "json";
+    readonly level: LogLevel;
+    readonly format: LogFormat;
     readonly write?: LineWriter;
   },
 ): void {
