@@ -1,0 +1,125 @@
+/**
+ * `c8y-tunnel connect` as tedge-mapper-c8y runs it (tests/mapper_emulator.ts
+ * follows thin-edge's source): the command split shell-style with the 530
+ * appended, pipes awaited to EOF, and the status the mapper derives from
+ * exit code, stdout and stderr.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { failureReason, runLikeMapper } from "./mapper_emulator.ts";
+import { quoteWords } from "../lib/util/shell_words.ts";
+import { echo, type Rig, rigToml, startRig, tcpServer } from "./harness.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const DENO = Deno.execPath();
+
+Deno.test("failureReason() is the last stderr line, plus all of stderr when there are more", () => {
+  assert.equal(failureReason(""), "");
+  assert.equal(failureReason("one reason\n"), "one reason");
+  assert.equal(
+    failureReason("log line\nthe reason\n"),
+    "the reason\n\nlog line\nthe reason\n",
+  );
+  assert.equal(failureReason("bell\x07 gone\n"), "bell gone");
+});
+
+Deno.test("runLikeMapper() appends the line as one argument, sets TEDGE_CLOUD_PROFILE only for a profile, honours timeout", async () => {
+  const echoArgs =
+    `sh -c 'printf "%s|" "$@"; printf "%s" "$TEDGE_CLOUD_PROFILE"' sh`;
+  const plain = await runLikeMapper(echoArgs, "530,d,h,22,k k");
+  assert.equal(plain.stdout, "530,d,h,22,k k|");
+  assert.match(plain.status, /^503,c8y_RemoteAccessConnect,/);
+  const profiled = await runLikeMapper(echoArgs, "530,x", {
+    profile: "second",
+  });
+  assert.equal(profiled.stdout, "530,x|second");
+  const failing = await runLikeMapper(
+    `sh -c 'echo first >&2; echo "the reason" >&2; exit 3' sh`,
+    "530",
+  );
+  assert.equal(failing.code, 3);
+  assert.equal(failing.reason, "the reason\n\nfirst\nthe reason\n");
+  const slow = await runLikeMapper("sleep 30", "530", { timeoutS: 0.2 });
+  assert.ok(slow.timedOut);
+  assert.match(
+    slow.reason ?? "",
+    /^operation failed due to timeout: duration=0\.2s/,
+  );
+});
+
+/** A config for `connect` against the rig, in a directory whose name has a space. */
+async function spacedConfig(
+  rig: Rig,
+  options: { allow?: string[]; log?: string } = {},
+): Promise<{ dir: string; path: string } & AsyncDisposable> {
+  const base = await Deno.makeTempDir({ prefix: "c8y-tunnel-mapper-" });
+  const dir = join(base, "my config");
+  await Deno.mkdir(dir);
+  const tedgeToml = join(dir, "tedge.toml");
+  await Deno.writeTextFile(tedgeToml, "");
+  const path = join(dir, "config.toml");
+  await Deno.writeTextFile(
+    path,
+    rigToml(rig.broker.port, rig.sim.url, {
+      ...(options.allow ? { allow: options.allow } : {}),
+    }).replace('level = "warn"', options.log ?? 'level = "warn"') +
+      `[tedge]\nconfig_path = "${tedgeToml}"\n`,
+  );
+  return {
+    dir,
+    path,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(base, { recursive: true });
+    },
+  };
+}
+
+/** The operation file's command for a checkout: `deno run -A main.ts connect --config <path>`, quoted. */
+function commandFor(configPath: string): string {
+  return quoteWords([
+    DENO,
+    "run",
+    "--allow-all",
+    MAIN,
+    "connect",
+    "--config",
+    configPath,
+  ]);
+}
+
+/** Kills the detached session process named in connect's stdout, if still alive. */
+function killSession(stdout: string): void {
+  const pid = /in process (\d+)/.exec(stdout)?.[1];
+  if (pid === undefined) return;
+  try {
+    Deno.kill(Number(pid), "SIGKILL");
+  } catch {
+    // Already ended with its session.
+  }
+}
+
+Deno.test({
+  name:
+    "connect run like the mapper, from a quoted config path with a space, reports 503 with a short stdout once both legs are up",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using rig = await startRig();
+    await using cfg = await spacedConfig(rig);
+    const target = tcpServer(echo);
+    rig.defer(() => target.close());
+    const session = rig.sim.openSession();
+    rig.defer(async () => await session[Symbol.asyncDispose]());
+    const run = await runLikeMapper(
+      commandFor(cfg.path),
+      `530,test-device,127.0.0.1,${target.port},${session.key}`,
+      { timeoutS: 60 },
+    );
+    killSession(run.stdout);
+    assert.equal(run.code, 0, run.stderr);
+    assert.ok(!run.timedOut, "the session held the mapper's pipes open");
+    assert.equal(run.stdout.trim().split("\n").length, 1, run.stdout);
+    assert.ok(run.stdout.length < 160, `stdout too long: ${run.stdout}`);
+    assert.equal(target.accepted(), 1);
+  },
+});
