@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { Agent, type AgentDeps } from "../lib/daemon/agent.ts";
 import type { Config } from "../lib/config/config.ts";
-import { openRuntimeWebSocketStream } from "../lib/cloud/websocket.ts";
 import {
   echo,
   pseudoRandomBytes,
@@ -415,27 +414,6 @@ Deno.test("Agent reports 502 naming c8y.jwt_timeout when no JWT comes", async ()
   await rig.request530(session.key, "127.0.0.1", target.port);
   await failedWith(rig, "c8y.jwt_timeout");
   assert.equal(target.accepted() <= 1, true);
-});
-
-Deno.test("Agent also carries a session over the runtime's WebSocketStream", async () => {
-  await using rig = await startRig();
-  const target = tcpServer(echo);
-  rig.defer(() => target.close());
-  await startAgent(rig, testConfig(rigToml(rig.broker.port, rig.sim.url)), {
-    openCloudLeg: openRuntimeWebSocketStream,
-  });
-  const session = rig.sim.openSession();
-  await rig.request530(session.key, "127.0.0.1", target.port);
-  await session.connected;
-  await rig.status(SUCCESSFUL);
-  const data = pseudoRandomBytes(2 * 1024 * 1024, 11);
-  const reader = session.received.getReader();
-  const received = readBytes(reader, data.length);
-  session.send(data);
-  assert.equal(await sha256(await received), await sha256(data));
-  reader.releaseLock();
-  session.close();
-  await session.closed;
 });
 
 /** A cloud on raw TCP that accepts every WebSocket handshake, then sends `bytes`. */

@@ -6,11 +6,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Agent } from "../lib/daemon/agent.ts";
-import {
-  dialThroughProxy,
-  loadCaCerts,
-  openWebSocketWithClient,
-} from "../lib/cloud/opener.ts";
+import { dialThroughProxy } from "../lib/cloud/http_connect.ts";
+import { errorReason } from "../lib/cloud/leg.ts";
+import { openWebSocketWithClient } from "../lib/cloud/runtime_websocket.ts";
+import { loadCaCerts } from "../lib/config/ca_certs.ts";
 import {
   echo,
   pseudoRandomBytes,
@@ -410,31 +409,26 @@ Deno.test({
     const data = pseudoRandomBytes(512 * 1024, 5);
     const received = session.received.getReader();
     const atSim = readBytes(received, data.length);
-    const writer = leg.writable.getWriter();
-    await writer.write(data);
+    for (let at = 0; at < data.length;) {
+      const space = leg.sendSpace();
+      const n = Math.min(space.length, data.length - at);
+      space.set(data.subarray(at, at + n));
+      await leg.send(n);
+      at += n;
+    }
     assert.equal(await sha256(await atSim), await sha256(data));
     received.releaseLock();
 
-    const reader = leg.readable.getReader();
     session.send(data);
-    const chunks: Uint8Array[] = [];
+    const back = new Uint8Array(data.length);
     let total = 0;
     while (total < data.length) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      if (typeof value === "string") continue;
-      chunks.push(value);
-      total += value.length;
-    }
-    const back = new Uint8Array(total);
-    let offset = 0;
-    for (const chunk of chunks) {
-      back.set(chunk, offset);
-      offset += chunk.length;
+      const bytes = await leg.receive();
+      if (bytes === null) break;
+      back.set(bytes, total);
+      total += bytes.length;
     }
     assert.equal(await sha256(back), await sha256(data));
-    writer.releaseLock();
-    reader.releaseLock();
     leg.close("test done");
     assert.equal((await leg.closed).code, 1000);
     await session.closed;
@@ -459,6 +453,33 @@ Deno.test("loadCaCerts() names c8y.root_cert_path for a missing path, a file wit
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("errorReason() gives plain words for refused and reset, and names the setting for a certificate, an HTTP status or a proxy refusal", () => {
+  assert.equal(
+    errorReason(new Deno.errors.ConnectionRefused("os error 111")),
+    "connection refused",
+  );
+  assert.equal(
+    errorReason(new Deno.errors.ConnectionReset("os error 104")),
+    "connection reset",
+  );
+  assert.match(
+    errorReason(new Error("invalid peer certificate: UnknownIssuer")),
+    /UnknownIssuer: set c8y\.root_cert_path/,
+  );
+  assert.match(
+    errorReason(new Error("Invalid status code: 403 Forbidden")),
+    /HTTP 403.*Remote Access permission/,
+  );
+  assert.match(
+    errorReason(new Error("Proxy Authentication Required")),
+    /HTTP 407.*proxy\.username/,
+  );
+  assert.equal(
+    errorReason("idle for 60 s (tunnel.idle_timeout)"),
+    "idle for 60 s (tunnel.idle_timeout)",
+  );
 });
 
 // ---------------------------------------------------------------- JWT cache

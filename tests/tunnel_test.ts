@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import type { CloudLeg } from "../lib/cloud/websocket.ts";
 import { logger } from "../lib/util/log.ts";
 import { tcpPair } from "./harness.ts";
+import { FakeCloudLeg } from "./fake_cloud.ts";
 import {
   type Clock,
   type TimerId,
@@ -45,38 +45,6 @@ class ManualClock implements Clock {
   }
 }
 
-/** An in-memory cloud leg driven by the test. */
-function fakeCloud() {
-  let push!: ReadableStreamDefaultController<Uint8Array>;
-  const written: Uint8Array[] = [];
-  let closeReason: string | undefined;
-  let resolveClosed!: (v: { code: number; reason: string }) => void;
-  const leg: CloudLeg = {
-    readable: new ReadableStream<Uint8Array>({ start: (c) => void (push = c) }),
-    writable: new WritableStream<Uint8Array>({
-      write: (chunk) => void written.push(chunk.slice()),
-    }),
-    protocol: "binary",
-    closed: new Promise((resolve) => resolveClosed = resolve),
-    close(reason) {
-      if (closeReason !== undefined) return;
-      closeReason = reason;
-      try {
-        push.close();
-      } catch { /* already closed */ }
-      resolveClosed({ code: 1000, reason });
-    },
-  };
-  return {
-    leg,
-    written,
-    send: (bytes: Uint8Array) => push.enqueue(bytes),
-    get closeReason() {
-      return closeReason;
-    },
-  };
-}
-
 const limits: TunnelLimits = {
   connectTimeoutMs: 10_000,
   idleTimeoutMs: 0,
@@ -89,10 +57,10 @@ const log = logger("test");
 async function tunnelOnPair(overrides: Partial<TunnelLimits> = {}) {
   const clock = new ManualClock();
   const { near: tunnelSide, far: testSide } = await tcpPair();
-  const cloud = fakeCloud();
+  const cloud = new FakeCloudLeg();
   const tunnel = new Tunnel(target, {
     dial: () => Promise.resolve(tunnelSide),
-    openCloud: () => Promise.resolve(cloud.leg),
+    openCloud: () => Promise.resolve(cloud),
     log,
     clock,
   }, { ...limits, ...overrides });
@@ -128,12 +96,12 @@ Deno.test("Tunnel.open() moves requested -> connecting -> open and close() ends 
 Deno.test("Tunnel.open() fails after connect_timeout naming the leg still connecting", async () => {
   const clock = new ManualClock();
   let cloudSignal: AbortSignal | undefined;
-  const cloud = fakeCloud();
+  const cloud = new FakeCloudLeg();
   const tunnel = new Tunnel(target, {
     dial: (_h, _p, signal) => pendingUntilAborted(signal),
     openCloud: (signal) => {
       cloudSignal = signal;
-      return Promise.resolve(cloud.leg);
+      return Promise.resolve(cloud);
     },
     log,
     clock,
@@ -187,7 +155,7 @@ Deno.test("Tunnel closes an open session after idle_timeout without traffic, not
   // Traffic every 40 s keeps it open well past one idle period.
   for (let i = 0; i < 4; i++) {
     await clock.advance(40_000);
-    cloud.send(new Uint8Array([i]));
+    cloud.push(new Uint8Array([i]));
     const got = new Uint8Array(1);
     assert.equal(await testSide.read(got), 1);
     assert.equal(tunnel.state.name as string, "open");
@@ -227,7 +195,7 @@ Deno.test("Tunnel ends when the target closes, after its bytes reached the cloud
   const summary = await tunnel.finished;
   assert.equal(summary.reason, "target closed");
   assert.equal(summary.fromTarget, 10);
-  assert.equal(new TextDecoder().decode(cloud.written[0]), "last words");
+  assert.equal(new TextDecoder().decode(cloud.sentBytes()), "last words");
   assert.equal(cloud.closeReason, "target closed");
 });
 

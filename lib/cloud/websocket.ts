@@ -1,177 +1,73 @@
 /**
- * The cloud leg of a session: the WebSocket to Cumulocity's remote-access
- * service for one connection key.
- *
- * The default opener, {@linkcode openCloudSocket}, is a small RFC 6455
- * client of our own on `Deno.connect` (+ `Deno.startTls` for wss): frames
+ * The agent's own WebSocket client (RFC 6455), the default cloud leg: frames
  * are read into one reused buffer per session and payload views are handed
- * to the pump as they arrive (no ArrayBuffer per message, nothing read
- * while the target lags), and frames are written from one reused buffer
- * with the header in front of the payload and the payload masked in place
- * (one write per frame). Measured on loopback against the runtime's
- * WebSocketStream: more throughput both ways, half the per-session memory,
- * no garbage per chunk (see docs/bench.md). The runtime's WebSocketStream
- * opener stays available as {@linkcode openRuntimeWebSocketStream}.
+ * to the pump as they arrive (no ArrayBuffer per message, nothing read while
+ * the target lags), and frames are written from one reused buffer with the
+ * header in front of the payload and the payload masked in place (one write
+ * per frame). Measured on loopback against the runtime's WebSocketStream:
+ * more throughput both ways, half the per-session memory, no garbage per
+ * chunk (see docs/bench.md).
+ *
+ * The client is strict: a frame that breaks the RFC fails the connection
+ * (close 1002, 1007 for invalid UTF-8, 1009 for a data frame over
+ * {@linkcode MAX_RECEIVE_FRAME_BYTES}) and {@linkcode WebSocketClient.receive}
+ * rejects with a {@linkcode CloudProtocolError}; no byte of an invalid frame
+ * reaches the caller. It only ever sends 1000, 1002, 1007, 1009, or the
+ * valid code of a close frame it answers.
+ *
+ * It runs on any connection with `read`/`write`/`close` (TCP, TLS, or a
+ * test's in-memory one); the handshake is lib/cloud/handshake.ts, the
+ * choice of connection lib/cloud/opener.ts.
  *
  * @module
  */
+import {
+  BUFFER_START_BYTES,
+  nextMaskKey,
+  returnGrowth,
+  takeGrowth,
+} from "./_buffers.ts";
+import { type CloseInfo, type CloudLeg, CloudProtocolError } from "./leg.ts";
 import { closeQuietly, writeAll } from "../util/conn.ts";
-
-/** An open cloud leg: raw bytes in binary frames both ways. */
-export interface CloudLeg {
-  /** Frames from the cloud; text frames arrive as strings (not expected). */
-  readonly readable: ReadableStream<string | Uint8Array>;
-  readonly writable: WritableStream<Uint8Array>;
-  /** Subprotocol the server chose (`binary` from Cumulocity). */
-  readonly protocol: string;
-  /** Settles when the WebSocket is closed, either way; never rejects. */
-  readonly closed: Promise<{ readonly code: number; readonly reason: string }>;
-  /**
-   * Sends a close frame (once, code 1000) and releases the socket. The
-   * reason must not be empty: Deno 2.9.6 then drops the code from the frame.
-   * A client may only send 1000 or 3000-4999, so the reason says why.
-   */
-  close(reason: string): void;
-  /**
-   * Direct frame I/O on the socket, present on legs opened by
-   * {@linkcode openCloudSocket}: the pump then uses it instead of the
-   * streams (which stay available but copy every chunk).
-   */
-  readonly socket?: CloudSocket;
-}
-
-/**
- * Frame-level I/O of the agent's own WebSocket client: bytes go out from,
- * and come in through, buffers the socket owns and reuses.
- */
-export interface CloudSocket {
-  /**
-   * Where to put the payload of the next frame (at most
-   * {@linkcode MAX_FRAME_PAYLOAD} bytes; smaller while the session is
-   * quiet). Valid until the next {@linkcode CloudSocket.send}.
-   */
-  sendSpace(): Uint8Array;
-  /**
-   * Sends the first `length` bytes of {@linkcode CloudSocket.sendSpace} as
-   * one binary frame (masked in place: the bytes are not kept). Resolves
-   * once the frame is written to the socket.
-   */
-  send(length: number): Promise<void>;
-  /**
-   * The next binary payload bytes from the cloud, a view into a buffer that
-   * is reused by the next call; null once the cloud closed (close frame or
-   * end of the connection). Message boundaries are not kept (the data is a
-   * byte stream); text frames are skipped, each reported to `onTextFrame`.
-   */
-  receive(onTextFrame?: () => void): Promise<Uint8Array | null>;
-}
-
-/** Opens a WebSocket to `url`; injectable so tests can add faults. */
-export type OpenCloudLeg = (
-  url: string,
-  options: { readonly headers: Headers; readonly signal: AbortSignal },
-) => Promise<CloudLeg>;
-
-/** Why the cloud leg could not be opened; `status` is the HTTP status when the server answered. */
-export class CloudConnectError extends Error {
-  override name = "CloudConnectError";
-  readonly status: number | undefined;
-  constructor(message: string, status?: number, options?: ErrorOptions) {
-    super(message, options);
-    this.status = status;
-  }
-}
-
-/** Cumulocity's device endpoint for a connection key: https -> wss, http -> ws. */
-export function deviceUrl(c8yUrl: string, key: string): string {
-  const url = new URL(c8yUrl);
-  url.protocol = url.protocol === "http:" ? "ws:" : "wss:";
-  url.pathname = `/service/remoteaccess/device/${encodeURIComponent(key)}`;
-  url.search = "";
-  url.hash = "";
-  return url.href;
-}
-
-/** How the device authenticates to the cloud leg. */
-export type CloudAuth =
-  | { readonly kind: "jwt"; readonly token: string }
-  | {
-    readonly kind: "basic";
-    readonly username: string;
-    readonly password: string;
-  }
-  | { readonly kind: "none" };
-
-/** The handshake headers for `auth` (Authorization only; the subprotocol goes in `protocols`). */
-export function authHeaders(auth: CloudAuth): Headers {
-  const headers = new Headers();
-  if (auth.kind === "jwt") {
-    headers.set("Authorization", `Bearer ${auth.token}`);
-  } else if (auth.kind === "basic") {
-    const bytes = new TextEncoder().encode(`${auth.username}:${auth.password}`);
-    headers.set(
-      "Authorization",
-      `Basic ${btoa(String.fromCharCode(...bytes))}`,
-    );
-  }
-  return headers;
-}
-
-const STATUS_IN_MESSAGE = /status code:? (\d{3})/i;
-
-/** A user-facing reason for an HTTP status that refused the WebSocket handshake. */
-export function describeStatus(status: number): string {
-  switch (status) {
-    case 401:
-      return "cloud refused the credentials (HTTP 401): check c8y.auth and the credentials or the JWT from the thin-edge bridge";
-    case 403:
-      return "cloud denied remote access (HTTP 403): the user needs the Remote Access permission";
-    case 404:
-      return "cloud does not know this connection (HTTP 404): the request expired or the key is wrong";
-    default:
-      return `cloud answered HTTP ${status} instead of opening the WebSocket`;
-  }
-}
 
 /** Largest payload of a frame the agent sends; 64 KiB is a common server limit. */
 export const MAX_FRAME_PAYLOAD = 64 * 1024;
-/** Receive buffer size limit; it grows from {@linkcode BUFFER_START_BYTES} while reads fill it. */
-const RECEIVE_MAX_BYTES = 64 * 1024;
-/** Start size of both buffers of a session: small for idle sessions, doubled while busy. */
-export const BUFFER_START_BYTES = 8 * 1024;
 /**
- * How many bytes the buffers of all sessions together may grow beyond their
- * start size: busy sessions share it, the others keep 8 KiB buffers, so the
- * agent's buffer memory is bounded whatever the number of sessions (one
- * session grows by 112 KiB at most).
+ * Largest data frame accepted from the cloud (the runtime's WebSocket has
+ * the same limit). Payloads stream through the bounded receive buffer, so
+ * this is not about memory: a longer frame is not something a remote-access
+ * server sends, and the connection fails with 1009.
  */
-export const GROWTH_BUDGET_BYTES = 8 * 1024 * 1024;
-let growthInUse = 0;
+export const MAX_RECEIVE_FRAME_BYTES = 64 * 1024 * 1024;
+/** Receive buffer size limit; it grows from `BUFFER_START_BYTES` while reads fill it. */
+const RECEIVE_MAX_BYTES = 64 * 1024;
 /** Room in front of a payload for its header: 14 bytes at most; 16 keeps the payload 4-byte aligned. */
 const HEADROOM = 16;
-/** Longest HTTP response head accepted for the handshake. */
-const RESPONSE_HEAD_MAX_BYTES = 16 * 1024;
-/** How long a close handshake may take before the socket is closed anyway. */
+/** How long a close handshake may take before the connection is closed anyway. */
 const CLOSE_WAIT_MS = 1000;
-const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const encoder = new TextEncoder();
 
-/** Random bytes for masking keys, refilled from the CSPRNG in blocks. */
-const maskPool = new Uint8Array(4096);
-let maskPoolOffset = maskPool.length;
-
-function nextMaskKey(into: Uint8Array, at: number): void {
-  if (maskPoolOffset === maskPool.length) {
-    crypto.getRandomValues(maskPool);
-    maskPoolOffset = 0;
-  }
-  into.set(maskPool.subarray(maskPoolOffset, maskPoolOffset + 4), at);
-  maskPoolOffset += 4;
+/** A byte connection the client runs on (`Deno.Conn` has it). */
+export interface ByteConn {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
 }
 
-class ProtocolError extends Error {
-  override name = "ProtocolError";
-}
+/**
+ * Where the close handshake is; changed only by `#enter`.
+ * - open: frames flow both ways;
+ * - closing: we sent a close frame and drop data until the cloud answers;
+ * - answering: the cloud sent a close frame and we are echoing it;
+ * - failing: the cloud broke the protocol and we are sending our close code;
+ * - closed: the connection is released.
+ */
+type CloseState =
+  | { readonly name: "open" }
+  | { readonly name: "closing" }
+  | { readonly name: "answering"; readonly received: CloseInfo }
+  | { readonly name: "failing"; readonly error: CloudProtocolError }
+  | { readonly name: "closed"; readonly info: CloseInfo };
 
 /** A parsed frame header at the start of the receive window. */
 interface FrameHeader {
@@ -179,32 +75,48 @@ interface FrameHeader {
   readonly opcode: number;
   readonly length: number;
   readonly headerLength: number;
-  /** Offset of the masking key in the receive buffer, or -1 (servers do not mask). */
-  readonly maskAt: number;
+}
+
+/** Why a frame header is invalid, and the close code that says so. */
+interface Violation {
+  readonly violation: string;
+  readonly code: number;
+}
+
+/** Close codes an endpoint may send, so may receive: RFC 6455 §7.4 and the IANA registry. */
+export function isValidCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+    (code >= 3000 && code <= 4999);
 }
 
 /**
  * One open WebSocket of the agent's own client: frame parsing and writing
- * on a TCP or TLS connection, with the close handshake.
+ * on a connection, with the close handshake. The {@linkcode CloudLeg} the
+ * pump uses.
  */
-class WebSocketClient implements CloudSocket {
+export class WebSocketClient implements CloudLeg {
   readonly protocol: string;
-  readonly closed: Promise<{ code: number; reason: string }>;
-  readonly #conn: Deno.Conn;
-  #resolveClosed!: (info: { code: number; reason: string }) => void;
+  readonly closed: Promise<CloseInfo>;
+  readonly #conn: ByteConn;
+  #resolveClosed!: (info: CloseInfo) => void;
+  #state: CloseState = { name: "open" };
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
   // Receive window [#rxStart, #rxEnd) of #rx.
   #rx: Uint8Array;
   #rxStart: number;
   #rxEnd: number;
   /** Payload bytes of the current data frame not yet taken. */
   #left = 0;
-  /** The current data frame belongs to a text message (skipped). */
-  #inText = false;
-  /** The message being continued by continuation frames is text. */
-  #messageText = false;
-  /** Masking key of the current frame (a server should not mask; tolerated). */
-  #rxMask: Uint8Array | null = null;
-  #rxMaskOffset = 0;
+  /** The current data frame belongs to a text message (validated, dropped). */
+  #frameText = false;
+  /** The current data frame ends its message. */
+  #frameFin = true;
+  /** The kind of the fragmented message being continued, if one is open. */
+  #message: "none" | "binary" | "text" = "none";
+  /** Validates the UTF-8 of the text message in progress, across fragments. */
+  #utf8: TextDecoder | null = null;
+  /** The reader in progress, if any (one at a time). */
+  #reading = false;
   // Send buffer: header in [HEADROOM - n, HEADROOM), payload after it.
   #tx: Uint8Array;
   #txWords: Uint32Array;
@@ -212,19 +124,15 @@ class WebSocketClient implements CloudSocket {
   #writeTail: Promise<void> = Promise.resolve();
   /** Frames handed to #write and not yet written. */
   #writing = 0;
-  #closeSent = false;
-  /** We sent the first close frame. */
-  #closedByUs = false;
-  /** A receive() is in progress (only one reader at a time). */
-  #receiving = false;
-  #closeReceived: { code: number; reason: string } | null = null;
-  #finished = false;
-  #closeTimer: ReturnType<typeof setTimeout> | undefined;
   /** Bytes this session's buffers grew beyond their start size (from the shared budget). */
   #grown = 0;
 
+  /**
+   * A client on `conn` after a successful handshake; the cloud's first bytes
+   * (read with the handshake answer) are `rx[rxStart, rxEnd)`.
+   */
   constructor(
-    conn: Deno.Conn,
+    conn: ByteConn,
     protocol: string,
     rx: Uint8Array,
     rxStart: number,
@@ -241,14 +149,46 @@ class WebSocketClient implements CloudSocket {
     this.#txSpace = this.#tx.subarray(HEADROOM);
   }
 
+  /** The only place the close state changes; entering `closed` releases everything. */
+  #enter(next: CloseState): void {
+    const from = this.#state.name;
+    if (from === "closed") return;
+    this.#state = next;
+    if (next.name === "closed") {
+      returnGrowth(this.#grown);
+      this.#grown = 0;
+      clearTimeout(this.#closeTimer);
+      closeQuietly(this.#conn);
+      this.#resolveClosed(next.info);
+    } else if (from === "open" && next.name !== "open") {
+      // Whatever the cloud does now, the connection is released in time.
+      this.#closeTimer = setTimeout(
+        () => this.#enter({ name: "closed", info: this.#lostInfo("") }),
+        CLOSE_WAIT_MS,
+      );
+    }
+  }
+
+  /** What `closed` reports when the connection ends without the close frame it waited for. */
+  #lostInfo(reason: string): CloseInfo {
+    const state = this.#state;
+    if (state.name === "answering") return state.received;
+    if (state.name === "failing") {
+      return { code: state.error.code, reason: state.error.message };
+    }
+    return { code: 1006, reason };
+  }
+
   sendSpace(): Uint8Array {
     return this.#txSpace;
   }
 
   send(length: number): Promise<void> {
-    if (this.#closeSent || this.#finished) {
+    if (this.#state.name !== "open") {
       return Promise.reject(
-        new Error("Cannot send to the cloud: the WebSocket is closing"),
+        new Error(
+          `Cannot send to the cloud: the WebSocket is ${this.#state.name}`,
+        ),
       );
     }
     const tx = this.#tx;
@@ -300,18 +240,40 @@ class WebSocketClient implements CloudSocket {
 
   async receive(onTextFrame?: () => void): Promise<Uint8Array | null> {
     // After our close frame nothing more is delivered; the socket drains.
-    if (this.#closedByUs || this.#receiving) return null;
-    this.#receiving = true;
+    if (this.#state.name !== "open" || this.#reading) return null;
+    this.#reading = true;
     try {
       const bytes = await this.#next(onTextFrame);
-      if (bytes !== null && this.#closedByUs) {
+      if (bytes !== null && this.#state.name !== "open") {
         this.#drain();
         return null;
       }
       return bytes;
+    } catch (error) {
+      throw this.#broken(error);
     } finally {
-      this.#receiving = false;
+      this.#reading = false;
     }
+  }
+
+  /** Sends a close frame (code 1000) once; the socket closes when the cloud answers, or after a second. */
+  close(reason: string): void {
+    if (this.#state.name !== "open") return;
+    this.#enter({ name: "closing" });
+    if (!this.#reading) this.#drain();
+    // A close reason is at most 123 bytes; cut on a character boundary.
+    let text = encoder.encode(reason);
+    if (text.length > 123) text = encoder.encode(reason.slice(0, 40));
+    this.#writeControl(0x8, [0x03, 0xe8, ...text])
+      .catch(() => this.#enter({ name: "closed", info: this.#lostInfo("") }));
+  }
+
+  /** An error out of the receive loop: a protocol error has failed the connection already; anything else ends it. */
+  #broken(error: unknown): unknown {
+    if (!(error instanceof CloudProtocolError)) {
+      this.#enter({ name: "closed", info: this.#lostInfo("connection lost") });
+    }
+    return error;
   }
 
   /** Reads and drops frames until the cloud answers our close (or the timer ends it). */
@@ -320,14 +282,42 @@ class WebSocketClient implements CloudSocket {
       while (await this.#next() !== null) {
         // dropped: the session is over
       }
-    } catch {
-      this.#finish(this.#closeReceived ?? { code: 1006, reason: "" });
+    } catch (error) {
+      this.#broken(error);
     }
+  }
+
+  /**
+   * Fails the connection (RFC 6455 §7.1.7): sends close `code`, releases
+   * the connection once that is written (or within a second), and returns
+   * the error for the caller to throw. Nothing more is read.
+   */
+  #fail(violation: Violation): CloudProtocolError {
+    const error = new CloudProtocolError(
+      `cloud broke the WebSocket protocol: ${violation.violation} (closed with ${violation.code})`,
+      violation.code,
+    );
+    const state = this.#state.name;
+    if (state === "closing") {
+      // Our close frame is out already: a second one must not follow.
+      this.#enter({
+        name: "closed",
+        info: { code: violation.code, reason: error.message },
+      });
+    }
+    if (state !== "open") return error;
+    this.#enter({ name: "failing", error });
+    const info = { code: violation.code, reason: error.message };
+    this.#writeControl(0x8, [violation.code >>> 8, violation.code & 0xff])
+      .catch(() => {})
+      .finally(() => this.#enter({ name: "closed", info }));
+    return error;
   }
 
   async #next(onTextFrame?: () => void): Promise<Uint8Array | null> {
     while (true) {
-      if (this.#finished || this.#closeReceived !== null) return null;
+      const state = this.#state.name;
+      if (state !== "open" && state !== "closing") return null;
       if (this.#left > 0) {
         if (this.#rxStart === this.#rxEnd && !await this.#fill()) {
           return this.#ended();
@@ -336,8 +326,12 @@ class WebSocketClient implements CloudSocket {
         const take = Math.min(this.#left, this.#rxEnd - from);
         this.#rxStart += take;
         this.#left -= take;
-        if (this.#rxMask !== null) this.#unmask(from, take);
-        if (this.#inText) continue;
+        if (this.#frameText) {
+          this.#checkText(from, take);
+          continue;
+        }
+        // Data that arrives after our close frame is dropped.
+        if (this.#state.name !== "open") continue;
         const to = this.#left === 0 ? this.#coalesce(from + take) : from + take;
         return this.#rx.subarray(from, to);
       }
@@ -346,6 +340,7 @@ class WebSocketClient implements CloudSocket {
         if (!await this.#fill()) return this.#ended();
         continue;
       }
+      if ("violation" in header) throw this.#fail(header);
       if (header.opcode >= 8) {
         if (
           this.#rxEnd - this.#rxStart < header.headerLength + header.length
@@ -356,40 +351,120 @@ class WebSocketClient implements CloudSocket {
         this.#control(header);
         continue;
       }
-      this.#rxStart += header.headerLength;
-      this.#left = header.length;
-      this.#rxMask = header.maskAt < 0
-        ? null
-        : this.#rx.slice(header.maskAt, header.maskAt + 4);
-      this.#rxMaskOffset = 0;
-      if (header.opcode === 1) {
-        this.#messageText = true;
-        onTextFrame?.();
-      } else if (header.opcode === 2) {
-        this.#messageText = false;
-      }
-      this.#inText = this.#messageText;
+      this.#startData(header, onTextFrame);
     }
   }
 
-  /** Sends a close frame once; the socket closes when the cloud answers, or after {@linkcode CLOSE_WAIT_MS}. */
-  close(code: number, reason: string): void {
-    if (this.#closeSent || this.#finished) return;
-    this.#closeSent = true;
-    this.#closedByUs = true;
-    if (!this.#receiving) this.#drain();
-    const text = encoder.encode(reason).subarray(0, 123);
-    this.#writeControl(0x8, [code >>> 8, code & 0xff, ...text])
-      .catch(() => this.#finish({ code: 1006, reason: "connection lost" }));
-    this.#closeTimer = setTimeout(
-      () => this.#finish(this.#closeReceived ?? { code: 1006, reason: "" }),
-      CLOSE_WAIT_MS,
-    );
+  /** Takes a data frame's header: checks it against the message in progress. */
+  #startData(header: FrameHeader, onTextFrame?: () => void): void {
+    const { opcode, fin } = header;
+    if (opcode === 0 && this.#message === "none") {
+      throw this.#fail({
+        violation: "continuation frame without a message to continue",
+        code: 1002,
+      });
+    }
+    if (opcode !== 0 && this.#message !== "none") {
+      throw this.#fail({
+        violation: "new data frame while a fragmented message is still open",
+        code: 1002,
+      });
+    }
+    const kind = opcode === 0
+      ? this.#message
+      : opcode === 1
+      ? "text"
+      : "binary";
+    this.#message = fin ? "none" : kind;
+    this.#frameText = kind === "text";
+    this.#frameFin = fin;
+    if (opcode === 1) {
+      this.#utf8 = new TextDecoder("utf-8", { fatal: true });
+      onTextFrame?.();
+    }
+    this.#rxStart += header.headerLength;
+    this.#left = header.length;
+    if (this.#frameText && header.length === 0) this.#checkText(0, 0);
   }
 
-  /** Closes the socket at once (no close handshake). */
-  abort(): void {
-    this.#finish(this.#closeReceived ?? { code: 1006, reason: "aborted" });
+  /**
+   * Validates text payload bytes `rx[from, from + length)` (never
+   * delivered); at the end of the message, that no character is cut.
+   */
+  #checkText(from: number, length: number): void {
+    const decoder = this.#utf8!;
+    try {
+      if (length > 0) {
+        decoder.decode(this.#rx.subarray(from, from + length), {
+          stream: true,
+        });
+      }
+      if (this.#left === 0 && this.#frameFin) decoder.decode();
+    } catch {
+      throw this.#fail({
+        violation: "invalid UTF-8 in a text message",
+        code: 1007,
+      });
+    }
+  }
+
+  /** A complete control frame (length and FIN checked by #header) at the window start. */
+  #control(header: FrameHeader): void {
+    const from = this.#rxStart + header.headerLength;
+    const payload = this.#rx.slice(from, from + header.length);
+    this.#rxStart = from + header.length;
+    if (header.opcode === 0x9) {
+      if (this.#state.name === "open") {
+        this.#writeControl(0xa, payload).catch(() => {});
+      }
+    } else if (header.opcode === 0x8) {
+      this.#closeFrame(payload);
+    }
+    // Pong (0xA): nothing to do.
+  }
+
+  /** The cloud's close frame: echo a valid code, fail on an invalid one. */
+  #closeFrame(payload: Uint8Array): void {
+    if (payload.length === 1) {
+      throw this.#fail({
+        violation: "close frame with a 1-byte payload",
+        code: 1002,
+      });
+    }
+    const code = payload.length === 0 ? 1005 : (payload[0]! << 8) | payload[1]!;
+    if (payload.length > 0 && !isValidCloseCode(code)) {
+      throw this.#fail({
+        violation: `close frame with the invalid code ${code}`,
+        code: 1002,
+      });
+    }
+    let reason: string;
+    try {
+      reason = new TextDecoder("utf-8", { fatal: true }).decode(
+        payload.subarray(2),
+      );
+    } catch {
+      throw this.#fail({
+        violation: "close frame with a reason that is not UTF-8",
+        code: 1007,
+      });
+    }
+    const received = { code, reason };
+    if (this.#state.name !== "open") {
+      this.#enter({ name: "closed", info: received });
+      return;
+    }
+    // Echo the code (none when it came without one), then the socket is done.
+    this.#enter({ name: "answering", received });
+    this.#writeControl(0x8, payload.subarray(0, 2))
+      .catch(() => {})
+      .finally(() => this.#enter({ name: "closed", info: received }));
+  }
+
+  /** The connection ended: the close code, or 1006 without a close frame. */
+  #ended(): null {
+    this.#enter({ name: "closed", info: this.#lostInfo("connection lost") });
+    return null;
   }
 
   /**
@@ -437,7 +512,7 @@ class WebSocketClient implements CloudSocket {
     try {
       n = await this.#conn.read(this.#rx.subarray(this.#rxEnd));
     } catch (error) {
-      if (this.#finished) return false;
+      if (this.#state.name === "closed") return false;
       throw error;
     }
     if (n === null) return false;
@@ -453,8 +528,7 @@ class WebSocketClient implements CloudSocket {
 
   /** Reserves `bytes` of the shared growth budget for this session; false when it is spent. */
   #takeGrowth(bytes: number): boolean {
-    if (growthInUse + bytes > GROWTH_BUDGET_BYTES) return false;
-    growthInUse += bytes;
+    if (this.#state.name === "closed" || !takeGrowth(bytes)) return false;
     this.#grown += bytes;
     return true;
   }
@@ -467,7 +541,12 @@ class WebSocketClient implements CloudSocket {
     this.#rx = bigger;
   }
 
-  #header(): FrameHeader | null {
+  /**
+   * The frame header at the window start: null when it is not all there
+   * yet, a {@linkcode Violation} when it breaks the RFC on its own (the
+   * message state is checked by the caller). Changes nothing.
+   */
+  #header(): FrameHeader | Violation | null {
     const rx = this.#rx;
     const at = this.#rxStart;
     const available = this.#rxEnd - at;
@@ -475,18 +554,24 @@ class WebSocketClient implements CloudSocket {
     const b0 = rx[at]!;
     const b1 = rx[at + 1]!;
     if (b0 & 0x70) {
-      throw new ProtocolError("cloud sent a frame with reserved bits set");
+      return { violation: "frame with reserved bits (RSV) set", code: 1002 };
     }
     const opcode = b0 & 0x0f;
     if ((opcode > 2 && opcode < 8) || opcode > 10) {
-      throw new ProtocolError(
-        `cloud sent a frame with unknown opcode ${opcode}`,
-      );
+      return { violation: `frame with reserved opcode ${opcode}`, code: 1002 };
     }
-    const masked = (b1 & 0x80) !== 0;
+    if (b1 & 0x80) {
+      return { violation: "masked frame from the server", code: 1002 };
+    }
     const len7 = b1 & 0x7f;
-    const headerLength = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) +
-      (masked ? 4 : 0);
+    const fin = (b0 & 0x80) !== 0;
+    if (opcode >= 8) {
+      if (!fin) return { violation: "fragmented control frame", code: 1002 };
+      if (len7 > 125) {
+        return { violation: "control frame longer than 125 bytes", code: 1002 };
+      }
+    }
+    const headerLength = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0);
     if (available < headerLength) return null;
     let length = len7;
     if (len7 === 126) {
@@ -496,410 +581,49 @@ class WebSocketClient implements CloudSocket {
         (rx[at + 4]! << 8) | rx[at + 5]!) >>> 0;
       const low = ((rx[at + 6]! << 24) | (rx[at + 7]! << 16) |
         (rx[at + 8]! << 8) | rx[at + 9]!) >>> 0;
-      if (high > 0x1fffff) {
-        throw new ProtocolError("cloud sent a frame longer than 2^53 bytes");
+      if (high > 0x7fffffff) {
+        return { violation: "frame length with the top bit set", code: 1002 };
       }
       length = high * 2 ** 32 + low;
     }
-    if (opcode >= 8 && (length > 125 || (b0 & 0x80) === 0)) {
-      throw new ProtocolError("cloud sent an invalid control frame");
+    if (length > MAX_RECEIVE_FRAME_BYTES) {
+      return {
+        violation:
+          `frame of ${length} bytes (the limit is ${MAX_RECEIVE_FRAME_BYTES})`,
+        code: 1009,
+      };
     }
-    return {
-      fin: (b0 & 0x80) !== 0,
-      opcode,
-      length,
-      headerLength,
-      maskAt: masked ? at + headerLength - 4 : -1,
-    };
+    return { fin, opcode, length, headerLength };
   }
 
   /**
-   * After a data frame's payload ended at `to`: appends the payloads of the
-   * binary frames that follow in the window, so that one write carries them
-   * all (many small frames in one read).
+   * After a binary frame's payload ended at `to`: appends the payloads of
+   * the complete-or-partial binary frames that follow in the window, so that
+   * one write carries them all (many small frames in one read). Stops at
+   * anything else (a control frame, text, an invalid header: the next
+   * receive deals with it).
    */
   #coalesce(to: number): number {
     while (true) {
       const header = this.#header();
       if (
-        header === null || header.maskAt >= 0 ||
-        !(header.opcode === 2 || (header.opcode === 0 && !this.#messageText))
+        header === null || "violation" in header ||
+        !(header.opcode === 2
+          ? this.#message === "none"
+          : header.opcode === 0 && this.#message === "binary")
       ) {
         return to;
       }
+      this.#message = header.fin ? "none" : "binary";
       const from = this.#rxStart + header.headerLength;
       const take = Math.min(header.length, this.#rxEnd - from);
       this.#rx.copyWithin(to, from, from + take);
       to += take;
       this.#rxStart = from + take;
       this.#left = header.length - take;
-      this.#rxMask = null;
-      this.#messageText = false;
-      this.#inText = false;
+      this.#frameText = false;
+      this.#frameFin = header.fin;
       if (this.#left > 0) return to;
     }
   }
-
-  #unmask(from: number, length: number): void {
-    const key = this.#rxMask!;
-    for (let i = 0; i < length; i++) {
-      this.#rx[from + i] = this.#rx[from + i]! ^
-        key[(this.#rxMaskOffset + i) & 3]!;
-    }
-    this.#rxMaskOffset = (this.#rxMaskOffset + length) & 3;
-  }
-
-  #control(header: FrameHeader): void {
-    const from = this.#rxStart + header.headerLength;
-    const payload = this.#rx.slice(from, from + header.length);
-    if (header.maskAt >= 0) {
-      for (let i = 0; i < payload.length; i++) {
-        payload[i] = payload[i]! ^ this.#rx[header.maskAt + (i & 3)]!;
-      }
-    }
-    this.#rxStart = from + header.length;
-    if (header.opcode === 0x9) {
-      this.#writeControl(0xa, payload).catch(() => {});
-    } else if (header.opcode === 0x8) {
-      const code = payload.length >= 2
-        ? (payload[0]! << 8) | payload[1]!
-        : 1005;
-      const reason = new TextDecoder().decode(payload.subarray(2));
-      this.#closeReceived = { code, reason };
-      if (this.#closeSent) {
-        this.#finish(this.#closeReceived);
-      } else {
-        // Echo the close frame, then the socket is done.
-        this.#closeSent = true;
-        const info = this.#closeReceived;
-        this.#writeControl(
-          0x8,
-          payload.length >= 2 ? payload.subarray(0, 2) : [],
-        )
-          .catch(() => {})
-          .finally(() => this.#finish(info));
-      }
-    }
-    // Pong (0xA): nothing to do.
-  }
-
-  /** The connection ended: the close code, or 1006 without a close frame. */
-  #ended(): null {
-    this.#finish(
-      this.#closeReceived ?? { code: 1006, reason: "connection lost" },
-    );
-    return null;
-  }
-
-  #finish(info: { code: number; reason: string }): void {
-    if (this.#finished) return;
-    this.#finished = true;
-    growthInUse -= this.#grown;
-    this.#grown = 0;
-    clearTimeout(this.#closeTimer);
-    closeQuietly(this.#conn);
-    this.#resolveClosed(info);
-  }
 }
-
-/** The CloudLeg view of a socket; the streams are made only if someone asks for them. */
-function legOf(socket: WebSocketClient): CloudLeg {
-  let readable: ReadableStream<string | Uint8Array> | undefined;
-  let writable: WritableStream<Uint8Array> | undefined;
-  return {
-    protocol: socket.protocol,
-    closed: socket.closed,
-    socket,
-    close: (reason) => socket.close(1000, reason),
-    get readable() {
-      return readable ??= streamFrom(socket);
-    },
-    get writable() {
-      return writable ??= streamTo(socket);
-    },
-  };
-}
-
-/** Binary payloads as a pull stream (copies: the socket reuses its buffer). */
-function streamFrom(socket: WebSocketClient): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const bytes = await socket.receive();
-      if (bytes === null) controller.close();
-      else controller.enqueue(bytes.slice());
-    },
-    cancel: () => socket.abort(),
-  }, { highWaterMark: 0 });
-}
-
-/** A stream whose chunks are sent as binary frames (cut to the send space). */
-function streamTo(socket: WebSocketClient): WritableStream<Uint8Array> {
-  return new WritableStream<Uint8Array>({
-    async write(chunk) {
-      let offset = 0;
-      while (offset < chunk.length) {
-        const space = socket.sendSpace();
-        const n = Math.min(space.length, chunk.length - offset);
-        space.set(chunk.subarray(offset, offset + n));
-        offset += n;
-        await socket.send(n);
-      }
-    },
-    abort: () => socket.abort(),
-  });
-}
-
-function base64(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes));
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/** Index of the blank line ending an HTTP head in `bytes[0, end)`, or -1. */
-function headEnd(bytes: Uint8Array, end: number): number {
-  for (let i = 3; i < end; i++) {
-    if (
-      bytes[i] === 10 && bytes[i - 1] === 13 && bytes[i - 2] === 10 &&
-      bytes[i - 3] === 13
-    ) {
-      return i + 1;
-    }
-  }
-  return -1;
-}
-
-/** Options of {@linkcode cloudSocketOpener}. */
-export interface CloudSocketOptions {
-  /** Extra trusted CA certificates (PEM) for wss, added to the built-in roots. */
-  readonly caCerts?: readonly string[];
-  /**
-   * Opens the TCP connection to the cloud's host:port instead of
-   * `Deno.connect`, e.g. through an HTTP CONNECT proxy (lib/cloud/opener.ts);
-   * TLS is then started on what it returns.
-   */
-  readonly dial?: (
-    hostname: string,
-    port: number,
-    signal: AbortSignal,
-  ) => Promise<Deno.TcpConn>;
-}
-
-/**
- * An opener of cloud legs with the agent's own WebSocket client (see the
- * module doc), subprotocol `binary`. Bytes the cloud sends right after its
- * handshake answer are kept for the first receive.
- */
-export function cloudSocketOpener(
-  socketOptions: CloudSocketOptions = {},
-): OpenCloudLeg {
-  return async (url, options) => {
-    options.signal.throwIfAborted();
-    const target = new URL(url);
-    const secure = target.protocol === "wss:";
-    const hostname = target.hostname.replace(/^\[|\]$/g, "");
-    const port = Number(target.port || (secure ? 443 : 80));
-    let conn: Deno.Conn | undefined;
-    const onAbort = () => {
-      if (conn !== undefined) closeQuietly(conn);
-    };
-    options.signal.addEventListener("abort", onAbort, { once: true });
-    try {
-      const tcp = socketOptions.dial
-        ? await socketOptions.dial(hostname, port, options.signal)
-        : await Deno.connect({
-          hostname,
-          port,
-          signal: options.signal,
-        });
-      conn = tcp;
-      tcp.setNoDelay(true);
-      if (secure) {
-        conn = await Deno.startTls(tcp, {
-          hostname,
-          ...(socketOptions.caCerts
-            ? { caCerts: [...socketOptions.caCerts] }
-            : {}),
-        });
-      }
-      const key = base64(crypto.getRandomValues(new Uint8Array(16)));
-      let head = `GET ${target.pathname}${target.search} HTTP/1.1\r\n` +
-        `Host: ${target.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
-        `Sec-WebSocket-Protocol: binary\r\nUser-Agent: c8y-tunnel\r\n`;
-      for (const [name, value] of options.headers) {
-        head += `${name}: ${value}\r\n`;
-      }
-      await writeAll(conn, encoder.encode(head + "\r\n"));
-      // The answer is read into what becomes the session's receive buffer.
-      let rx = new Uint8Array(BUFFER_START_BYTES);
-      let end = 0;
-      let bodyAt = -1;
-      while (bodyAt < 0) {
-        if (end === rx.length) {
-          if (rx.length >= RESPONSE_HEAD_MAX_BYTES) {
-            throw new ProtocolError("the handshake answer is too long");
-          }
-          const bigger = new Uint8Array(rx.length * 2);
-          bigger.set(rx);
-          rx = bigger;
-        }
-        const n = await conn.read(rx.subarray(end));
-        if (n === null) {
-          throw new ProtocolError("connection closed during the handshake");
-        }
-        end += n;
-        bodyAt = headEnd(rx, end);
-      }
-      const lines = new TextDecoder().decode(rx.subarray(0, bodyAt)).split(
-        "\r\n",
-      );
-      const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "");
-      if (status === null) {
-        throw new ProtocolError(
-          `not an HTTP answer: ${
-            JSON.stringify((lines[0] ?? "").slice(0, 40))
-          }`,
-        );
-      }
-      const code = Number(status[1]);
-      if (code !== 101) {
-        throw new CloudConnectError(describeStatus(code), code);
-      }
-      const headers = new Map<string, string>();
-      for (const line of lines.slice(1)) {
-        const colon = line.indexOf(":");
-        if (colon > 0) {
-          headers.set(
-            line.slice(0, colon).trim().toLowerCase(),
-            line.slice(colon + 1).trim(),
-          );
-        }
-      }
-      const digest = await crypto.subtle.digest(
-        "SHA-1",
-        encoder.encode(key + WS_GUID),
-      );
-      if (
-        headers.get("upgrade")?.toLowerCase() !== "websocket" ||
-        headers.get("sec-websocket-accept") !== base64(new Uint8Array(digest))
-      ) {
-        throw new ProtocolError("the server did not accept the WebSocket");
-      }
-      options.signal.throwIfAborted();
-      // What came after the head stays: the cloud may send right away.
-      return legOf(
-        new WebSocketClient(
-          conn,
-          headers.get("sec-websocket-protocol") ?? "",
-          rx,
-          bodyAt,
-          end,
-        ),
-      );
-    } catch (error) {
-      if (conn !== undefined) closeQuietly(conn);
-      if (options.signal.aborted) throw options.signal.reason;
-      if (error instanceof CloudConnectError) throw error;
-      const detail = errorText(error);
-      throw new CloudConnectError(
-        `cannot reach the cloud at ${target.host}: ${detail}${
-          /certificate|UnknownIssuer/i.test(detail)
-            ? ": set c8y.root_cert_path to the CA (PEM) that signed its certificate"
-            : ""
-        }`,
-        undefined,
-        { cause: error },
-      );
-    } finally {
-      options.signal.removeEventListener("abort", onAbort);
-    }
-  };
-}
-
-/** Opens the cloud leg with the agent's own WebSocket client (no extra CAs). */
-export const openCloudSocket: OpenCloudLeg = cloudSocketOpener();
-
-/**
- * Opens the cloud leg with the runtime's WebSocketStream (subprotocol
- * `binary`): correct and bounded, but it allocates a buffer per message;
- * kept for comparison (`openCloudSocket` is the default).
- *
- * The signal only ever reaches the runtime while the handshake is pending:
- * Deno 2.9.6 throws an uncaught "Bad resource ID" when a WebSocketStream's
- * signal aborts after the handshake has finished, successfully or not.
- */
-export const openRuntimeWebSocketStream: OpenCloudLeg = async (
-  url,
-  options,
-) => {
-  options.signal.throwIfAborted();
-  const handshake = new AbortController();
-  const onAbort = () => handshake.abort(options.signal.reason);
-  options.signal.addEventListener("abort", onAbort, { once: true });
-  let stream: WebSocketStream;
-  try {
-    stream = new WebSocketStream(url, {
-      protocols: ["binary"],
-      headers: options.headers,
-      signal: handshake.signal,
-    });
-  } catch (error) {
-    options.signal.removeEventListener("abort", onAbort);
-    throw new CloudConnectError(
-      `Cannot open WebSocket to ${url}: ${String(error)}`,
-      undefined,
-      {
-        cause: error,
-      },
-    );
-  }
-  const closed = stream.closed.then(
-    // The runtime resolves with `closeCode` (as the spec says), typed as `code`.
-    (info) => ({
-      code: (info as { closeCode?: number }).closeCode ?? info.code ?? 1005,
-      reason: info.reason ?? "",
-    }),
-    () => ({ code: 1006, reason: "connection lost" }),
-  );
-  try {
-    const opened = await stream.opened;
-    let closing = false;
-    return {
-      readable: opened.readable as ReadableStream<string | Uint8Array>,
-      writable: opened.writable as WritableStream<Uint8Array>,
-      protocol: opened.protocol,
-      closed,
-      close(reason) {
-        if (closing) return;
-        closing = true;
-        try {
-          // The spec's key is closeCode; the bundled types call it code.
-          stream.close({ closeCode: 1000, reason } as WebSocketCloseInfo);
-        } catch {
-          // Already closed by the peer.
-        }
-      },
-    };
-  } catch (error) {
-    if (options.signal.aborted) throw options.signal.reason;
-    // The runtime reports HTTP statuses only inside its message text.
-    const match = error instanceof Error
-      ? STATUS_IN_MESSAGE.exec(error.message)
-      : null;
-    const status = match?.[1] ? Number(match[1]) : undefined;
-    const message = status !== undefined
-      ? describeStatus(status)
-      : `cannot reach the cloud at ${new URL(url).host}: ${
-        error instanceof Error ? error.message : String(error)
-      }${
-        /certificate|UnknownIssuer/i.test(String(error))
-          ? ": set c8y.root_cert_path to the CA (PEM) that signed its certificate"
-          : ""
-      }`;
-    throw new CloudConnectError(message, status, { cause: error });
-  } finally {
-    options.signal.removeEventListener("abort", onAbort);
-  }
-};

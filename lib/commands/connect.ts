@@ -32,7 +32,7 @@ import {
   type CloudAuth,
   deviceUrl,
   type OpenCloudLeg,
-} from "../cloud/websocket.ts";
+} from "../cloud/leg.ts";
 import type { Config } from "../config/config.ts";
 import { cloudLegOpenerFor } from "../cloud/opener.ts";
 import { type Logger, logger, shortKey } from "../util/log.ts";

@@ -11,7 +11,7 @@ import {
   type CloudAuth,
   deviceUrl,
   type OpenCloudLeg,
-} from "../cloud/websocket.ts";
+} from "../cloud/leg.ts";
 import {
   HandoffServer,
   handoffTopics,

@@ -1,26 +1,22 @@
 /**
- * The byte pump of an open session: TCP target <-> cloud WebSocket.
+ * The byte pump of an open session: TCP target <-> cloud leg.
  *
- * Two one-way copy loops tied by one end: whichever direction ends first
+ * Two named one-way loops tied by one end: whichever direction ends first
  * (EOF, close frame, error, or the session's signal) ends the pump, after
- * what that direction already read has been written. Each loop awaits its
- * write before reading again, so at most one chunk per direction is in the
- * agent's hands: a slow target or a slow cloud stops the reads (backpressure
- * both ways) instead of growing a queue.
+ * what that direction already read has been written; then both legs are
+ * closed exactly once. Each loop awaits its write before reading again, so
+ * at most one chunk per direction is in the agent's hands: a slow target or
+ * a slow cloud stops the reads (backpressure both ways) instead of growing a
+ * queue.
  *
- * A cloud leg of the agent's own WebSocket client ({@linkcode CloudSocket})
- * is pumped through its reused buffers: target bytes are read straight into
- * the frame's payload space, cloud payloads are written straight from the
- * receive buffer, so a session allocates nothing per chunk. Other legs
- * (streams) go through {@linkcode CHUNK_BYTES} reads.
+ * Zero-copy through the leg's reused buffers: target bytes are read straight
+ * into the next frame's payload space, cloud payloads are written straight
+ * from the receive buffer, so a session allocates nothing per chunk.
  *
  * @module
  */
 import { closeQuietly, writeAll } from "../util/conn.ts";
-import type { CloudLeg, CloudSocket } from "../cloud/websocket.ts";
-
-/** Size of one read from the target; also the largest frame we send. */
-export const CHUNK_BYTES = 64 * 1024;
+import type { CloudLeg } from "../cloud/leg.ts";
 
 /** Opens the TCP leg; injectable so tests can add faults. */
 export type Dial = (
@@ -39,6 +35,9 @@ export const dialTcp: Dial = async (host, port, signal) => {
   }
   return conn;
 };
+
+/** What the pump needs of the target's connection (a `Deno.Conn` has it). */
+export type TargetConn = Pick<Deno.Conn, "read" | "write" | "close">;
 
 /** Byte counters of one session, read by the tunnel for its idle timer and summary. */
 export interface Traffic {
@@ -60,84 +59,43 @@ export interface PumpOptions {
   readonly signal: AbortSignal;
   /** Counters updated as bytes move. */
   readonly traffic: Traffic;
-  /** Called once per text frame from the cloud (they are dropped, never written to the target). */
+  /** Called once per text message from the cloud (they are dropped, never written to the target). */
   readonly onTextFrame?: () => void;
 }
 
-/** Target -> cloud: one reused buffer; each write is awaited before the next read. */
-async function copyTargetToCloud(
-  tcp: Deno.Conn,
-  writer: WritableStreamDefaultWriter<Uint8Array>,
-  traffic: Traffic,
-): Promise<PumpEnd> {
-  const buffer = new Uint8Array(CHUNK_BYTES);
-  try {
-    while (true) {
-      const n = await tcp.read(buffer);
-      if (n === null) return { by: "target" };
-      traffic.fromTarget += n;
-      await writer.write(buffer.subarray(0, n));
-    }
-  } catch (error) {
-    return { by: "target", error };
-  }
-}
-
-/** Cloud -> target: pulls one frame only after the previous one is written. */
-async function copyCloudToTarget(
-  reader: ReadableStreamDefaultReader<string | Uint8Array>,
-  tcp: Deno.Conn,
-  options: PumpOptions,
-): Promise<PumpEnd> {
-  try {
-    while (true) {
-      const { value, done } = await reader.read();
-      if (done) return { by: "cloud" };
-      if (typeof value === "string") {
-        options.onTextFrame?.();
-        continue;
-      }
-      options.traffic.toTarget += value.length;
-      await writeAll(tcp, value);
-    }
-  } catch (error) {
-    return { by: "cloud", error };
-  }
-}
-
-/** Target -> cloud socket: reads into the frame's payload space, sends, repeats. */
-async function readTargetIntoFrames(
-  tcp: Deno.Conn,
-  socket: CloudSocket,
+/** Target -> cloud: reads into the frame's payload space, sends, repeats. */
+async function targetToCloud(
+  tcp: TargetConn,
+  cloud: CloudLeg,
   traffic: Traffic,
 ): Promise<PumpEnd> {
   while (true) {
     let n: number | null;
     try {
-      n = await tcp.read(socket.sendSpace());
+      n = await tcp.read(cloud.sendSpace());
     } catch (error) {
       return { by: "target", error };
     }
     if (n === null) return { by: "target" };
     traffic.fromTarget += n;
     try {
-      await socket.send(n);
+      await cloud.send(n);
     } catch (error) {
       return { by: "cloud", error };
     }
   }
 }
 
-/** Cloud socket -> target: writes each received payload view before receiving more. */
-async function writeFramesToTarget(
-  socket: CloudSocket,
-  tcp: Deno.Conn,
+/** Cloud -> target: writes each received payload view before receiving more. */
+async function cloudToTarget(
+  cloud: CloudLeg,
+  tcp: TargetConn,
   options: PumpOptions,
 ): Promise<PumpEnd> {
   while (true) {
     let bytes: Uint8Array | null;
     try {
-      bytes = await socket.receive(options.onTextFrame);
+      bytes = await cloud.receive(options.onTextFrame);
     } catch (error) {
       return { by: "cloud", error };
     }
@@ -157,37 +115,29 @@ async function writeFramesToTarget(
  * once. Resolves with the side that ended it; never rejects.
  */
 export async function pump(
-  tcp: Deno.Conn,
+  tcp: TargetConn,
   cloud: CloudLeg,
   options: PumpOptions,
 ): Promise<PumpEnd> {
-  const socket = cloud.socket;
-  const writer = socket ? null : cloud.writable.getWriter();
-  const reader = socket ? null : cloud.readable.getReader();
   let onAbort = () => {};
   const aborted = new Promise<PumpEnd>((resolve) => {
     onAbort = () => resolve({ by: "session" });
     if (options.signal.aborted) onAbort();
     options.signal.addEventListener("abort", onAbort, { once: true });
   });
-  const up = socket
-    ? readTargetIntoFrames(tcp, socket, options.traffic)
-    : copyTargetToCloud(tcp, writer!, options.traffic);
-  const down = socket
-    ? writeFramesToTarget(socket, tcp, options)
-    : copyCloudToTarget(reader!, tcp, options);
-  const end = await Promise.race([up, down, aborted]);
+  const end = await Promise.race([
+    targetToCloud(tcp, cloud, options.traffic),
+    cloudToTarget(cloud, tcp, options),
+    aborted,
+  ]);
   options.signal.removeEventListener("abort", onAbort);
-  // Whatever ended first has delivered what it read; now end both legs.
+  // Whatever ended first has delivered what it read; now end both legs. The
+  // other loop ends on its own once its pending read or write fails on the
+  // closed legs (the cloud's close handshake is bounded by a timer).
   cloud.close(
     end.by === "target" ? "target closed" : "session closed by the device",
   );
   closeQuietly(tcp);
-  // The other direction ends on its own once its pending read or write
-  // fails on the closed legs; a stuck cloud must not hold up the session.
-  // A socket leg's reads end with the close handshake (bounded by a timer).
-  reader?.cancel().catch(() => {});
-  writer?.abort().catch(() => {});
   if (end.by === "cloud" && end.error === undefined) {
     return { by: "cloud", code: (await cloud.closed).code };
   }

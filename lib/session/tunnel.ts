@@ -8,7 +8,12 @@
  *
  * @module
  */
-import { CloudConnectError, type CloudLeg } from "../cloud/websocket.ts";
+import {
+  CloudConnectError,
+  type CloudLeg,
+  CloudProtocolError,
+  errorReason,
+} from "../cloud/leg.ts";
 import { type Dial, pump, type PumpEnd, type Traffic } from "./pump.ts";
 import { formatTarget } from "./policy.ts";
 import { type Logger, shortKey } from "../util/log.ts";
@@ -87,15 +92,6 @@ class ConnectTimeout extends Error {
     super("connect timeout");
     this.pending = pending;
   }
-}
-
-function errorText(error: unknown): string {
-  if (error instanceof Deno.errors.ConnectionRefused) {
-    return "connection refused";
-  }
-  if (error instanceof Deno.errors.ConnectionReset) return "connection reset";
-  if (error instanceof Error) return error.message;
-  return String(error);
 }
 
 /** One remote-access session between a TCP target and the cloud. */
@@ -237,7 +233,7 @@ export class Tunnel implements AsyncDisposable {
   ): string {
     if (this.#abort.signal.aborted) {
       return `session closed before it was up: ${
-        errorText(this.#abort.signal.reason)
+        errorReason(this.#abort.signal.reason)
       }`;
     }
     const timeout = [tcp, cloud].map((r) =>
@@ -257,17 +253,17 @@ export class Tunnel implements AsyncDisposable {
     // Prefer the error that caused the abort over the abort it caused.
     if (tcp.status === "rejected" && !(connectAbort(tcp.reason))) {
       return `cannot connect to target ${this.#label}: ${
-        errorText(tcp.reason)
+        errorReason(tcp.reason)
       }`;
     }
     if (cloud.status === "rejected") {
       const text = cloud.reason instanceof CloudConnectError
         ? cloud.reason.message
-        : `cannot open cloud connection: ${errorText(cloud.reason)}`;
+        : `cannot open cloud connection: ${errorReason(cloud.reason)}`;
       return text;
     }
     return tcp.status === "rejected"
-      ? `cannot connect to target ${this.#label}: ${errorText(tcp.reason)}`
+      ? `cannot connect to target ${this.#label}: ${errorReason(tcp.reason)}`
       : "cannot connect";
   }
 
@@ -327,15 +323,17 @@ export class Tunnel implements AsyncDisposable {
   #ended(end: PumpEnd): void {
     let reason: string;
     if (end.by === "session") {
-      reason = errorText(this.#abort.signal.reason);
+      reason = errorReason(this.#abort.signal.reason);
     } else if (end.by === "target") {
       reason = end.error === undefined
         ? "target closed"
-        : `target error: ${errorText(end.error)}`;
+        : `target error: ${errorReason(end.error)}`;
     } else {
       reason = end.error === undefined
         ? `cloud closed${end.code !== undefined ? ` (${end.code})` : ""}`
-        : `cloud error: ${errorText(end.error)}`;
+        : end.error instanceof CloudProtocolError
+        ? end.error.message
+        : `cloud error: ${errorReason(end.error)}`;
     }
     if (this.#state.name === "open") this.#enter({ name: "closing", reason });
     const summary = this.#state;
