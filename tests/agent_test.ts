@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { Agent, type AgentDeps } from "../lib/daemon/agent.ts";
+import {
+  Agent,
+  type AgentDeps,
+  SESSION_ENDED,
+  type SessionEndedEvent,
+} from "../lib/daemon/agent.ts";
 import type { Config } from "../lib/config/config.ts";
 import {
   echo,
@@ -66,6 +71,41 @@ Deno.test("Agent serves a 530: 501, then 503, then 16 MiB each way intact", asyn
   assert.equal(await sha256(back), await sha256(data));
   reader.releaseLock();
   session.close();
+  await session.closed;
+});
+
+Deno.test("Agent dispatches sessionended with the summary once it has forgotten the session", async () => {
+  await using rig = await startRig();
+  const target = tcpServer(echo);
+  rig.defer(() => target.close());
+  const agent = await startAgent(
+    rig,
+    testConfig(rigToml(rig.broker.port, rig.sim.url)),
+  );
+  const ended = new Promise<SessionEndedEvent>((resolve) =>
+    agent.addEventListener(
+      SESSION_ENDED,
+      (event) => resolve(event as SessionEndedEvent),
+      { once: true },
+    )
+  );
+  const session = rig.sim.openSession();
+  await rig.request530(session.key, "127.0.0.1", target.port);
+  await session.connected;
+  await rig.status(SUCCESSFUL);
+  assert.equal(agent.sessionCount, 1);
+  const reader = session.received.getReader();
+  session.send(new TextEncoder().encode("ping"));
+  await readBytes(reader, 4);
+  reader.releaseLock();
+  session.close();
+  const { detail } = await ended;
+  assert.equal(detail.key, session.key);
+  assert.equal(detail.state, "closed");
+  assert.equal(detail.toTarget, 4);
+  assert.equal(detail.fromTarget, 4);
+  assert.equal(agent.sessionCount, 0);
+  await agent.idle();
   await session.closed;
 });
 
@@ -319,20 +359,14 @@ Deno.test("Agent returns to its baseline of open file descriptors after 200 sess
     await session.closed;
   };
   await warmUp(0);
-  while (agent.sessionCount > 0) await new Promise((r) => setTimeout(r, 10));
+  await agent.idle();
   const baseline = openFds();
   for (let i = 1; i <= 200; i++) await warmUp(i);
-  // Sessions end asynchronously after the close frame; wait for the agent to forget them.
-  const deadline = Date.now() + 10_000;
-  while (agent.sessionCount > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  // Sessions end asynchronously after the close frame: wait for the agent's
+  // session-ended events until it holds none.
+  await agent.idle();
   assert.equal(agent.sessionCount, 0);
-  let fds = openFds();
-  while (fds > baseline && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-    fds = openFds();
-  }
+  const fds = openFds();
   assert.ok(fds <= baseline + 2, `open fds ${fds}, baseline ${baseline}`);
 });
 
@@ -492,7 +526,7 @@ Deno.test("Agent survives a cloud that sends garbage frames: the session ends, t
   await rig.request530(crypto.randomUUID(), "127.0.0.1", target.port);
   await rig.status(SUCCESSFUL);
   await closedByAgent;
-  while (agent.sessionCount > 0) await new Promise((r) => setTimeout(r, 5));
+  await agent.idle();
   // Still serving: the next request is answered.
   const before = rig.observer.on("c8y/s/us").length;
   await rig.request530(crypto.randomUUID(), "127.0.0.1", target.port);

@@ -13,7 +13,7 @@ import {
 import {
   operationFilePath,
   writeOperationFile,
-} from "../lib/config/operation_file.ts";
+} from "../lib/commands/operation_file.ts";
 import { type Rig, rigToml, startRig, testConfig } from "./harness.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;

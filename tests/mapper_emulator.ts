@@ -14,7 +14,7 @@
  * @module
  */
 import { splitWords } from "../lib/util/shell_words.ts";
-import { csvField } from "../lib/protocol/operations.ts";
+import { csvField } from "../lib/protocol/csv.ts";
 
 /** What the mapper would see and report for one run. */
 export interface MapperRun {

@@ -1,19 +1,18 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { csvField, parseCsv } from "../lib/protocol/csv.ts";
 import {
-  csvField,
   type OperationRef,
-  parseCsv,
+  parseConnectLine,
   parseJsonOperation,
   type ParseOutcome,
   parseSmartRest,
   type RemoteAccessRequest,
   shorten,
-  statusMessage,
+  statusPayload,
 } from "../lib/protocol/operations.ts";
 
 const KEY = "eb5e9d13-1caa-486b-bdda-130ca0d87df8";
-const TOPICS = { topicPrefix: "c8y", mainDeviceId: "main-device" };
 
 function only(outcomes: ParseOutcome[]): ParseOutcome {
   assert.equal(
@@ -430,65 +429,50 @@ Deno.test("parseJsonOperation() rejects an identifiable operation it cannot serv
   }
 });
 
-// --- statusMessage / csvField -----------------------------------------------
+// --- statusPayload / csvField -----------------------------------------------
 
-Deno.test("statusMessage() reports by name on the main device's topic", () => {
+Deno.test("statusPayload() reports by name without an operation id", () => {
   const ref = { deviceId: "main-device", key: KEY };
-  assert.deepEqual(statusMessage(ref, "executing", TOPICS), {
-    topic: "c8y/s/us",
-    payload: "501,c8y_RemoteAccessConnect",
-  });
-  assert.deepEqual(statusMessage(ref, "successful", TOPICS), {
-    topic: "c8y/s/us",
-    payload: "503,c8y_RemoteAccessConnect",
-  });
-  assert.deepEqual(
-    statusMessage(
-      ref,
-      "failed",
-      TOPICS,
-      'connection "refused"\nby 127.0.0.1:22',
-    ),
-    {
-      topic: "c8y/s/us",
-      payload:
-        '502,c8y_RemoteAccessConnect,"connection ""refused"" by 127.0.0.1:22"',
-    },
+  assert.equal(
+    statusPayload(ref, "executing"),
+    "501,c8y_RemoteAccessConnect",
+  );
+  assert.equal(
+    statusPayload(ref, "successful"),
+    "503,c8y_RemoteAccessConnect",
+  );
+  assert.equal(
+    statusPayload(ref, "failed", 'connection "refused"\nby 127.0.0.1:22'),
+    '502,c8y_RemoteAccessConnect,"connection ""refused"" by 127.0.0.1:22"',
   );
 });
 
-Deno.test("statusMessage() reports by id on a child device's topic", () => {
+Deno.test("statusPayload() reports by id with an operation id", () => {
   const ref = { deviceId: "child-1", key: KEY, operationId: "4711" };
-  const topics = { topicPrefix: "edge", mainDeviceId: "main-device" };
-  assert.deepEqual(statusMessage(ref, "executing", topics), {
-    topic: "edge/s/us/child-1",
-    payload: "504,4711",
-  });
-  assert.deepEqual(statusMessage(ref, "successful", topics), {
-    topic: "edge/s/us/child-1",
-    payload: "506,4711",
-  });
-  assert.deepEqual(
-    statusMessage(
-      ref,
-      "failed",
-      topics,
-      "target 10.0.0.5:22 is not in tunnel.allow",
-    ),
-    {
-      topic: "edge/s/us/child-1",
-      payload: '505,4711,"target 10.0.0.5:22 is not in tunnel.allow"',
-    },
+  assert.equal(statusPayload(ref, "executing"), "504,4711");
+  assert.equal(statusPayload(ref, "successful"), "506,4711");
+  assert.equal(
+    statusPayload(ref, "failed", "target 10.0.0.5:22 is not in tunnel.allow"),
+    '505,4711,"target 10.0.0.5:22 is not in tunnel.allow"',
   );
 });
 
-Deno.test("statusMessage() always quotes a failure reason, even a missing one", () => {
-  const { payload } = statusMessage(
+Deno.test("statusPayload() always quotes a failure reason, even a missing one", () => {
+  const payload = statusPayload(
     { deviceId: "main-device", key: "k" },
     "failed",
-    TOPICS,
   );
   assert.match(payload, /^502,c8y_RemoteAccessConnect,"[^"]+"$/);
+});
+
+Deno.test("parseConnectLine() takes the first 530 and explains anything else", () => {
+  const ok = parseConnectLine("530,dev,127.0.0.1,22,key-1");
+  assert.ok(ok.ok && ok.request.port === 22 && ok.request.key === "key-1");
+  const bad = parseConnectLine("530,dev,127.0.0.1,0,key-1");
+  assert.ok(!bad.ok && /invalid port/.test(bad.reason));
+  const other = parseConnectLine("71,abc");
+  assert.ok(!other.ok && /not a remote access request/.test(other.reason));
+  assert.ok(!parseConnectLine("").ok);
 });
 
 Deno.test("csvField() doubles quotes and replaces control characters", () => {

@@ -9,12 +9,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { Agent } from "../lib/daemon/agent.ts";
-import {
-  HandoffServer,
-  handoffTopics,
-  parseConnectLine,
-  runConnect,
-} from "../lib/commands/connect.ts";
+import { runConnect } from "../lib/commands/connect.ts";
+import { HandoffServer } from "../lib/handoff/server.ts";
+import { topicsFor } from "../lib/mqtt/topics.ts";
 import type { Config } from "../lib/config/config.ts";
 import { logger } from "../lib/util/log.ts";
 import {
@@ -24,7 +21,7 @@ import {
   pluginCommand,
   removeOperationFile,
   writeOperationFile,
-} from "../lib/config/operation_file.ts";
+} from "../lib/commands/operation_file.ts";
 import {
   echo,
   pseudoRandomBytes,
@@ -300,19 +297,6 @@ Deno.test("c8y-tunnel init refuses plugin mode for a cloud profile and points to
 
 // ---------------------------------------------------------------- connect
 
-Deno.test("parseConnectLine() takes the first 530 and explains anything else", () => {
-  const ok = parseConnectLine("530,dev,127.0.0.1,22,key-1");
-  assert.ok(ok.ok);
-  assert.equal(ok.request.port, 22);
-  const bad = parseConnectLine("530,dev,127.0.0.1,0,key-1");
-  assert.ok(!bad.ok);
-  assert.match(bad.reason, /port/);
-  const other = parseConnectLine("71,abc");
-  assert.ok(!other.ok);
-  assert.match(other.reason, /not a remote access request/);
-  assert.ok(!parseConnectLine("").ok);
-});
-
 /** Writes a config file for `connect` against the rig and returns its path. */
 async function connectConfig(
   rig: Rig,
@@ -567,7 +551,7 @@ Deno.test("runConnect() passes the daemon's refusal on as the reason (session ca
 
 Deno.test("HandoffServer drops expired, repeated and malformed requests", () => {
   const config = testConfig(rigToml(1883, "http://127.0.0.1:1"));
-  const topics = handoffTopics(config);
+  const topics = topicsFor(config);
   const published: string[] = [];
   const served: string[] = [];
   let now = 1_000;
@@ -584,35 +568,35 @@ Deno.test("HandoffServer drops expired, repeated and malformed requests", () => 
     log: logger("test"),
     now: () => now,
   });
-  assert.ok(server.handles(topics.requestTopic("a")));
+  assert.ok(server.handles(topics.handoffRequest("a")));
   assert.ok(!server.handles("c8y/s/ds"));
   const line = "530,test-device,127.0.0.1,22,k1";
   server.onMessage(
-    topics.requestTopic("late"),
+    topics.handoffRequest("late"),
     JSON.stringify({ line, expires: now - 1 }),
   );
-  server.onMessage(topics.requestTopic("bad"), "{");
+  server.onMessage(topics.handoffRequest("bad"), "{");
   server.onMessage(
-    topics.requestTopic("id1"),
+    topics.handoffRequest("id1"),
     JSON.stringify({ line, expires: now + 1000 }),
   );
   server.onMessage(
-    topics.requestTopic("id1"),
+    topics.handoffRequest("id1"),
     JSON.stringify({ line, expires: now + 1000 }),
   );
   now += 5000;
   assert.deepEqual(served, ["k1"]);
   assert.deepEqual(published, [
-    `${topics.resultTopic("id1")} {"state":"accepted"}`,
+    `${topics.handoffResult("id1")} {"state":"accepted"}`,
   ]);
   server.onMessage(
-    topics.requestTopic("id2"),
+    topics.handoffRequest("id2"),
     JSON.stringify({ line: "530,d,127.0.0.1,0,k2", expires: now + 1 }),
   );
   assert.deepEqual(published.slice(1), [
-    `${topics.resultTopic("id2")} {"state":"accepted"}`,
+    `${topics.handoffResult("id2")} {"state":"accepted"}`,
     `${
-      topics.resultTopic("id2")
+      topics.handoffResult("id2")
     } {"state":"failed","reason":"invalid port \\"0\\" for host 127.0.0.1: expected 1-65535"}`,
   ]);
 });

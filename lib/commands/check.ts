@@ -8,7 +8,6 @@
  *
  * @module
  */
-import mqtt from "mqtt";
 import {
   type Config,
   ConfigError,
@@ -20,11 +19,14 @@ import {
   cloudHttpOptions,
   createCloudHttpClient,
 } from "../cloud/opener.ts";
-import { jwtExpiry, noDelay, topicsFor } from "../mqtt/link.ts";
+import { jwtExpiry } from "../mqtt/jwt.ts";
+import { MqttOnce, type ServiceHealth } from "../mqtt/once.ts";
+import { errorMessage } from "../util/errors.ts";
+import type { CliArgs, CliHost, ExitCode } from "./host.ts";
 import {
   inspectOperationFile,
   type OperationFileState,
-} from "../config/operation_file.ts";
+} from "./operation_file.ts";
 import type { AllowRule } from "../config/config.ts";
 
 /** One checked item. */
@@ -59,14 +61,12 @@ export function formatCheckLine(line: CheckLine): string {
   }${hint}`;
 }
 
+/** The error's message and its cause's (fetch hides the reason in the cause). */
 function message(error: unknown): string {
-  if (error instanceof Error) {
-    const cause = error.cause instanceof Error
-      ? `: ${error.cause.message}`
-      : "";
-    return `${error.message}${cause}`;
-  }
-  return String(error);
+  const cause = error instanceof Error && error.cause instanceof Error
+    ? `: ${error.cause.message}`
+    : "";
+  return `${errorMessage(error)}${cause}`;
 }
 
 const okLine = (name: string, detail: string, hint?: string): CheckLine =>
@@ -134,34 +134,19 @@ function tedgeLine(config: Config): CheckLine {
 }
 
 /** The daemon's health as seen on the broker: undefined = broker not reached. */
-type DaemonHealth =
-  | { readonly status: "up"; readonly pid?: number }
-  | { readonly status: "down" | "none" }
-  | undefined;
+type DaemonHealth = ServiceHealth | undefined;
 
 async function probeBroker(
   config: Config,
   probeMs: number,
 ): Promise<{ line: CheckLine; auth: CheckLine; daemon: DaemonHealth }> {
   const broker = `${config.mqtt.host}:${config.mqtt.port}`;
-  const topics = topicsFor(config);
-  let client: mqtt.MqttClient;
+  let client: MqttOnce;
   try {
-    client = await timed(
-      mqtt.connectAsync({
-        host: config.mqtt.host,
-        port: config.mqtt.port,
-        protocol: "mqtt",
-        clientId: `${config.mqtt.clientId}-check-${
-          crypto.randomUUID().slice(0, 8)
-        }`,
-        clean: true,
-        connectTimeout: probeMs,
-        reconnectPeriod: 0,
-      }),
-      probeMs + 500,
-      `no answer within ${probeMs / 1000} s`,
-    );
+    client = await MqttOnce.connect(config, {
+      purpose: "check",
+      timeoutMs: probeMs,
+    });
   } catch (error) {
     const line = failLine(
       "broker",
@@ -177,60 +162,29 @@ async function probeBroker(
       : credentialsLine(config);
     return { line, auth, daemon: undefined };
   }
-  noDelay(client);
-  client.on("error", () => {});
-  try {
-    const health = Promise.withResolvers<string>();
-    const token = Promise.withResolvers<string>();
-    client.on("message", (topic, payload) => {
-      const text = new TextDecoder().decode(payload);
-      if (topic === topics.health) health.resolve(text);
-      if (topic === topics.jwtResponse && text.startsWith("71,")) {
-        token.resolve(text.slice(3).trim().replace(/^"|"$/g, ""));
-      }
-    });
-    await client.subscribeAsync(
-      config.c8y.auth === "jwt"
-        ? [topics.health, topics.jwtResponse]
-        : [topics.health],
-      { qos: 1 },
-    );
-    const line = okLine("broker", `${broker} accepted the connection`);
-    const auth = config.c8y.auth === "jwt"
-      ? await probeJwt(config, client, token.promise, probeMs)
-      : credentialsLine(config);
-    const daemon = await timed(health.promise, 500, "")
-      .then((text): DaemonHealth => {
-        const body = JSON.parse(text) as { status?: unknown; pid?: unknown };
-        if (body.status === "up") {
-          return typeof body.pid === "number"
-            ? { status: "up", pid: body.pid }
-            : { status: "up" };
-        }
-        return { status: "down" };
-      })
-      .catch((): DaemonHealth => ({ status: "none" }));
-    return { line, auth, daemon };
-  } finally {
-    await client.endAsync(true).catch(() => {});
-  }
+  await using _ = client;
+  const { topics } = client;
+  await client.subscribe(
+    config.c8y.auth === "jwt"
+      ? [topics.health, topics.jwtResponse]
+      : [topics.health],
+  );
+  const line = okLine("broker", `${broker} accepted the connection`);
+  const auth = config.c8y.auth === "jwt"
+    ? await probeJwt(config, client, probeMs)
+    : credentialsLine(config);
+  const daemon = await client.health(500);
+  return { line, auth, daemon };
 }
 
 async function probeJwt(
   config: Config,
-  client: mqtt.MqttClient,
-  token: Promise<string>,
+  client: MqttOnce,
   probeMs: number,
 ): Promise<CheckLine> {
-  const topics = topicsFor(config);
-  const waitMs = Math.min(probeMs, config.c8y.jwtTimeoutMs);
+  const { topics } = client;
   try {
-    await client.publishAsync(topics.jwtRequest, "", { qos: 1 });
-    const jwt = await timed(
-      token,
-      waitMs,
-      `no answer on ${topics.jwtResponse} within ${waitMs / 1000} s`,
-    );
+    const jwt = await client.jwt(Math.min(probeMs, config.c8y.jwtTimeoutMs));
     const exp = jwtExpiry(jwt);
     const left = exp === null
       ? "no expiry in the token"
@@ -405,12 +359,15 @@ async function operationFileLine(
   }
 }
 
-function timed<T>(promise: Promise<T>, ms: number, text: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(text)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
+/** `check`: one OK/FAIL line per item; exit 0 only when all are OK. */
+export async function checkCommand(
+  args: CliArgs,
+  host: CliHost,
+): Promise<ExitCode> {
+  const report = await runCheck({
+    ...(args.config !== undefined ? { path: args.config } : {}),
+    env: host.env,
+  });
+  for (const line of report.lines) host.stdout(`${formatCheckLine(line)}\n`);
+  return report.ok ? 0 : 1;
 }

@@ -13,7 +13,12 @@ import mqtt from "mqtt";
 import { Agent } from "../daemon/agent.ts";
 import { parseConfig } from "../config/config.ts";
 import { setupLogging, shortKey } from "../util/log.ts";
-import { parseCsv } from "../protocol/operations.ts";
+import { topicsFor } from "../mqtt/topics.ts";
+import { parseCsv } from "../protocol/csv.ts";
+import { OPERATION_NAME } from "../protocol/operations.ts";
+import { deadline } from "../util/deadline.ts";
+import { errorMessage } from "../util/errors.ts";
+import { stopWithinDeadline } from "./host.ts";
 import { startBroker } from "../sim/broker.ts";
 import {
   type ClientListener,
@@ -29,11 +34,8 @@ export const DEFAULT_SSH_PORT = 2222;
 export const DEFAULT_HTTP_PORT = 8080;
 
 const LOOPBACK = "127.0.0.1";
-const OPERATION = "c8y_RemoteAccessConnect";
 /** How long start-up may wait for the agent's subscriptions. */
 const READY_TIMEOUT_MS = 10_000;
-/** How long `demo` waits for a clean stop after Ctrl-C before exiting anyway. */
-const STOP_TIMEOUT_MS = 4_500;
 
 /** Options of {@linkcode runDemo}. */
 export interface DemoOptions {
@@ -86,10 +88,10 @@ class Lifecycle {
     );
   }
 
-  /** Handles one payload from `c8y/s/us`. */
+  /** Handles one status payload (`<prefix>/s/us`). */
   status(payload: string): void {
     for (const fields of parseCsv(payload)) {
-      if (fields[1] !== OPERATION) continue;
+      if (fields[1] !== OPERATION_NAME) continue;
       switch (fields[0]) {
         case "501": {
           const session = this.#requested.shift();
@@ -121,10 +123,6 @@ class Lifecycle {
     const label = session ? shortKey(session.key) : "?";
     this.#print(`[session ${label}] ${text}\n`);
   }
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** The built-in HTTP target: a friendly page proving the path works. */
@@ -159,28 +157,6 @@ async function answers(host: string, port: number): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** Rejects after `ms` unless `promise` settles first; the timer never outlives it. */
-async function within<T>(
-  promise: Promise<T>,
-  ms: number,
-  what: string,
-): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`Cannot start the demo: ${what}`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -241,20 +217,20 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   client.on("message", (_topic, payload) => {
     lifecycle.status(new TextDecoder().decode(payload));
   });
-  await client.subscribeAsync("c8y/s/us", { qos: 1 });
-
   const config = parseConfig({
     file: "(demo built-in config)",
     text: agentToml(broker.port, sim.url, [targets.http, targets.ssh]),
     tedgeFile: null,
     tedgeText: null,
   });
+  const topics = topicsFor(config);
+  await client.subscribeAsync(topics.statusOut(DEMO_DEVICE_ID), { qos: 1 });
   const agent = new Agent(config);
   stack.defer(() => agent.close());
-  await within(
+  await deadline(
     agent.ready,
     READY_TIMEOUT_MS,
-    `the agent did not subscribe on the embedded broker ${broker.url} within ${
+    `Cannot start the demo: the agent did not subscribe on the embedded broker ${broker.url} within ${
       READY_TIMEOUT_MS / 1000
     } s`,
   );
@@ -273,7 +249,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         address,
       );
       await client.publishAsync(
-        "c8y/s/ds",
+        topics.smartRestIn,
         smartRest530(DEMO_DEVICE_ID, target.host, target.port, key),
         { qos: 1 },
       );
@@ -281,7 +257,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     const onError = (error: unknown, key: string) => {
       stderr(
         `[session ${shortKey(key)}] could not publish the 530 request: ${
-          message(error)
+          errorMessage(error)
         }\n`,
       );
     };
@@ -293,7 +269,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         listener = open(asked);
       } catch (error) {
         throw new Error(
-          `${message(error)}: choose another ${flag} (0 = any free port)`,
+          `${errorMessage(error)}: choose another ${flag} (0 = any free port)`,
           { cause: error },
         );
       }
@@ -433,7 +409,7 @@ export async function demoCommand(
       ...(httpPort !== undefined ? { httpPort } : {}),
     };
   } catch (error) {
-    host.stderr(`c8y-tunnel demo: ${message(error)}\n`);
+    host.stderr(`c8y-tunnel demo: ${errorMessage(error)}\n`);
     return 2;
   }
   const stopped = runDemo({
@@ -442,33 +418,17 @@ export async function demoCommand(
     stdout: host.stdout,
     stderr: host.stderr,
   });
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let settled = false;
-  const deadline = host.shutdownRequested.then(() =>
-    new Promise<"timeout">((resolve) => {
-      if (!settled) {
-        timer = setTimeout(() => resolve("timeout"), STOP_TIMEOUT_MS);
-      }
-    })
-  );
   try {
-    const result = await Promise.race([
-      stopped.then(() => "done" as const),
-      deadline,
+    const first = await Promise.race([
+      stopped.then(() => "stopped" as const),
+      host.shutdownRequested.then(() => "signal" as const),
     ]);
-    if (result === "timeout") {
-      host.stderr(
-        `c8y-tunnel demo: stopping took longer than ${
-          STOP_TIMEOUT_MS / 1000
-        } s; exiting anyway\n`,
-      );
+    if (first === "signal") {
+      await stopWithinDeadline(stopped, host, "c8y-tunnel demo: stopping");
     }
     return 0;
   } catch (error) {
-    host.stderr(`c8y-tunnel demo: ${message(error)}\n`);
+    host.stderr(`c8y-tunnel demo: ${errorMessage(error)}\n`);
     return 1;
-  } finally {
-    settled = true;
-    clearTimeout(timer);
   }
 }

@@ -1,8 +1,8 @@
 /**
  * thin-edge's operation capability file for remote access,
  * `<tedge config dir>/operations/c8y/c8y_RemoteAccessConnect` (DESIGN.md
- * §1.3): `init` writes it, `cleanup` removes it, `check` and the daemon read
- * it.
+ * §1.3): the `init` and `cleanup` commands write and remove it, `check` and
+ * `run` read it.
  *
  * - Plugin mode: an `[exec]` table makes tedge-mapper-c8y run
  *   `c8y-tunnel connect "530,…"` per request and report the status itself.
@@ -17,11 +17,17 @@
  */
 import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
-import { type Config, DEFAULT_CONFIG_PATH } from "./config.ts";
-import type { SelfCommand } from "../commands/connect.ts";
-
-/** The operation's name, which is also the file name. */
-export const OPERATION_NAME = "c8y_RemoteAccessConnect";
+import { type Config, DEFAULT_CONFIG_PATH } from "../config/config.ts";
+import { topicsFor } from "../mqtt/topics.ts";
+import { OPERATION_NAME } from "../protocol/operations.ts";
+import { errorMessage } from "../util/errors.ts";
+import {
+  type CliArgs,
+  type CliHost,
+  configFrom,
+  type ExitCode,
+} from "./host.ts";
+import { type SelfCommand, selfCommand } from "./self.ts";
 
 /** Where the operation file lives for `config` (tedge.toml's directory). */
 export function operationFilePath(config: Config): string {
@@ -69,9 +75,7 @@ export async function inspectOperationFile(
     return {
       kind: "invalid",
       path,
-      reason: `cannot read it: ${
-        error instanceof Error ? error.message : String(error)
-      }`,
+      reason: `cannot read it: ${errorMessage(error)}`,
     };
   }
   let doc: Record<string, unknown>;
@@ -81,9 +85,7 @@ export async function inspectOperationFile(
     return {
       kind: "invalid",
       path,
-      reason: `not valid TOML: ${
-        (error instanceof Error ? error.message : String(error)).split("\n")[0]
-      }`,
+      reason: `not valid TOML: ${errorMessage(error).split("\n")[0]}`,
     };
   }
   const exec = doc.exec;
@@ -141,10 +143,10 @@ export function pluginCommand(
   return words.join(" ");
 }
 
-/** The file's text for plugin mode (`command` given) or daemon mode (`command` null). */
+/** The file's text for plugin mode (`command` given) or daemon mode (`command` null); `topic` is where 530s arrive. */
 export function operationFileText(
   command: string | null,
-  topicPrefix: string,
+  topic: string,
 ): string {
   if (command === null) {
     return [
@@ -160,7 +162,7 @@ export function operationFileText(
     "# the last line of stderr).",
     "[exec]",
     `command = ${JSON.stringify(command)}`,
-    `topic = ${JSON.stringify(`${topicPrefix}/s/ds`)}`,
+    `topic = ${JSON.stringify(topic)}`,
     'on_message = "530"',
     "",
   ].join("\n");
@@ -257,13 +259,13 @@ export async function writeOperationFile(
     }
     await Deno.writeTextFile(
       path,
-      operationFileText(options.command, config.mqtt.topicPrefix),
+      operationFileText(options.command, topicsFor(config).smartRestIn),
       { mode: 0o644 },
     );
     await Deno.chmod(path, 0o644);
     if (owner) await Deno.chown(path, owner.uid, owner.gid);
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     const hint = error instanceof Deno.errors.PermissionDenied
       ? " (run it as root, e.g. with sudo)"
       : "";
@@ -283,7 +285,73 @@ export async function removeOperationFile(config: Config): Promise<boolean> {
     return true;
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     throw new Error(`Cannot remove ${path}: ${reason}`);
+  }
+}
+
+// ---------------------------------------------------------------- commands
+
+/** `init [--daemon]`: writes the thin-edge operation file. */
+export async function initCommand(
+  args: CliArgs,
+  host: CliHost,
+): Promise<ExitCode> {
+  const config = await configFrom(args.config, host);
+  if (!args.daemon && config.c8y.profile !== "") {
+    // Every thin-edge mapper shares operations/c8y: a plugin-mode file for one
+    // profile would take the operation away from the default connection.
+    host.stderr(
+      `c8y-tunnel: plugin mode serves only the default connection, and c8y.profile = "${config.c8y.profile}": run \`c8y-tunnel init --daemon\` and the daemon for this profile instead\n`,
+    );
+    return 1;
+  }
+  let result;
+  try {
+    const command = args.daemon
+      ? null
+      : pluginCommand(config.configFile, selfCommand);
+    result = await writeOperationFile(config, { command });
+  } catch (error) {
+    host.stderr(`c8y-tunnel: ${errorMessage(error)}\n`);
+    return 1;
+  }
+  if (result.previous.kind === "foreign") {
+    host.stderr(
+      `note: replaced an operation file that ran "${result.previous.command}" (thin-edge's c8y-remote-access-plugin?); remove that package so it does not write the file back\n`,
+    );
+  }
+  host.stdout(
+    args.daemon
+      ? `wrote ${result.path} (daemon mode: no [exec]); run the daemon: c8y-tunnel run (systemctl enable --now c8y-tunnel)\n`
+      : `wrote ${result.path} (plugin mode: tedge-mapper-c8y runs c8y-tunnel connect per request)\n`,
+  );
+  return 0;
+}
+
+/** `cleanup`: removes our operation file; a missing one is fine, another program's is left alone. */
+export async function cleanupCommand(
+  args: CliArgs,
+  host: CliHost,
+): Promise<ExitCode> {
+  const config = await configFrom(args.config, host);
+  const state = await inspectOperationFile(config);
+  if (state.kind === "foreign") {
+    host.stdout(
+      `left ${state.path} in place: it runs "${state.command}", not c8y-tunnel\n`,
+    );
+    return 0;
+  }
+  try {
+    const removed = await removeOperationFile(config);
+    host.stdout(
+      removed
+        ? `removed ${state.path}\n`
+        : `${state.path} does not exist; nothing to remove\n`,
+    );
+    return 0;
+  } catch (error) {
+    host.stderr(`c8y-tunnel: ${errorMessage(error)}\n`);
+    return 1;
   }
 }

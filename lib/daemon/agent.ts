@@ -1,25 +1,18 @@
 /**
- * The daemon: MQTT message -> parsed request -> policy -> tunnel, with status
- * flowing back through one `report` function. Holds the set of live
- * sessions; a finished session is forgotten at once.
+ * The daemon: MQTT message -> parsed request -> duplicate check -> policy ->
+ * session, with every status flowing back through one `#report`. Requests
+ * come from the cloud (SmartREST 530, JSON operations) or are handed over by
+ * `connect` (lib/handoff/); sessions are built by lib/session/serve.ts. Holds
+ * the set of live sessions; a finished session is forgotten at once and
+ * announced with a {@linkcode SESSION_ENDED} event.
  *
  * @module
  */
 import type { Config } from "../config/config.ts";
-import {
-  authHeaders,
-  type CloudAuth,
-  deviceUrl,
-  type OpenCloudLeg,
-} from "../cloud/leg.ts";
-import {
-  HandoffServer,
-  handoffTopics,
-  type StatusReport,
-} from "../commands/connect.ts";
-import { cloudLegOpenerFor } from "../cloud/opener.ts";
-import { type Logger, logger, shortKey } from "../util/log.ts";
+import type { OpenCloudLeg } from "../cloud/leg.ts";
+import { HandoffServer } from "../handoff/server.ts";
 import { MqttLink } from "../mqtt/link.ts";
+import { topicsFor } from "../mqtt/topics.ts";
 import {
   type OperationRef,
   type OperationStatus,
@@ -28,14 +21,24 @@ import {
   parseSmartRest,
   type RemoteAccessRequest,
   shorten,
-  statusMessage,
+  statusPayload,
+  type StatusReport,
 } from "../protocol/operations.ts";
 import { formatTarget, Policy } from "../session/policy.ts";
-import { type Dial, dialTcp } from "../session/pump.ts";
-import { type Clock, Tunnel, type TunnelSummary } from "../session/tunnel.ts";
+import type { Dial } from "../session/pump.ts";
+import { type SessionBuilder, sessionBuilder } from "../session/serve.ts";
+import type { Clock, Tunnel, TunnelSummary } from "../session/tunnel.ts";
+import { type Logger, logger, shortKey } from "../util/log.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** How many recently seen connection keys are remembered to drop re-deliveries. */
 const RECENT_KEYS = 1024;
+
+/** Name of the event an {@linkcode Agent} dispatches when a session has ended and been forgotten. */
+export const SESSION_ENDED = "sessionended";
+
+/** A session ended: its summary is the event's `detail`. */
+export type SessionEndedEvent = CustomEvent<TunnelSummary>;
 
 /** Injectable edges of the agent (tests add faults here). */
 export interface AgentDeps {
@@ -51,72 +54,53 @@ export interface AgentDeps {
   readonly operations?: boolean;
 }
 
-/** Formats bytes for the session summary line. */
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  if (n < 1024 ** 3) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
-  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
-}
-
-/** Credentials for the cloud leg as the config asks: a JWT per session, Basic, or none. */
-export function cloudAuthFor(
-  config: Config,
-  jwt: (signal: AbortSignal) => Promise<string>,
-): (signal: AbortSignal) => Promise<CloudAuth> {
-  switch (config.c8y.auth) {
-    case "jwt":
-      return async (signal) => ({ kind: "jwt", token: await jwt(signal) });
-    case "basic": {
-      const credentials = config.c8y.credentials;
-      if (!credentials) {
-        throw new Error("Cannot use basic auth: no credentials loaded");
-      }
-      return () => Promise.resolve({ kind: "basic", ...credentials });
-    }
-    case "none":
-      return () => Promise.resolve({ kind: "none" });
-  }
+/**
+ * Where one request's status goes: status lines to the cloud for `ref`, or
+ * `answer` for a request that `connect` handed over.
+ */
+interface Origin {
+  readonly ref: OperationRef;
+  readonly answer?: StatusReport;
 }
 
 /** The running daemon: owns the broker link and every live session. */
-export class Agent implements AsyncDisposable {
+export class Agent extends EventTarget implements AsyncDisposable {
   readonly #config: Config;
   readonly #log: Logger;
   readonly #policy: Policy;
-  readonly #deps: AgentDeps;
   readonly #sessions = new Map<string, Tunnel>();
   readonly #recentKeys = new Set<string>();
   readonly #link: MqttLink;
-  readonly #auth: (signal: AbortSignal) => Promise<CloudAuth>;
   readonly #handoff: HandoffServer;
-  readonly #openCloudLeg: OpenCloudLeg;
+  readonly #build: SessionBuilder;
   #stopping = false;
 
   constructor(config: Config, deps: AgentDeps = {}) {
+    super();
     this.#config = config;
-    this.#deps = deps;
     this.#log = deps.log ?? logger("agent");
     this.#policy = new Policy(config.tunnel.allow, config.tunnel.maxSessions);
-    this.#openCloudLeg = deps.openCloudLeg ?? cloudLegOpenerFor(config);
-    this.#handoff = new HandoffServer({
-      topics: handoffTopics(config),
-      publish: (topic, payload) => this.#link.publish(topic, payload),
-      serve: (request, report) => this.#serveHandedOver(request, report),
-      log: this.#log,
-    });
     this.#link = MqttLink.connect({
       config,
       log: logger("mqtt"),
       onMessage: (topic, payload) => this.#onMessage(topic, payload),
       health: true,
       operations: deps.operations ?? true,
-      extraTopics: [this.#handoff.topics.requestFilter],
+      extraTopics: [topicsFor(config).handoffRequests],
     });
-    this.#auth = cloudAuthFor(
-      config,
-      (signal) => this.#link.requestJwt(signal),
-    );
+    this.#handoff = new HandoffServer({
+      topics: this.#link.topics,
+      publish: (topic, payload) => this.#link.publish(topic, payload),
+      serve: (request, answer) => this.#serveHandedOver(request, answer),
+      log: this.#log,
+    });
+    this.#build = sessionBuilder(config, {
+      jwt: (signal) => this.#link.requestJwt(signal),
+      log: this.#log,
+      ...(deps.dial ? { dial: deps.dial } : {}),
+      ...(deps.openCloudLeg ? { openCloudLeg: deps.openCloudLeg } : {}),
+      ...(deps.clock ? { clock: deps.clock } : {}),
+    });
   }
 
   /** Settles once subscribed and health `up` is published. */
@@ -129,13 +113,27 @@ export class Agent implements AsyncDisposable {
     return this.#sessions.size;
   }
 
+  /** Resolves once no session is live (at once when none is). */
+  idle(): Promise<void> {
+    if (this.#sessions.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.#sessions.size > 0) return;
+        this.removeEventListener(SESSION_ENDED, check);
+        resolve();
+      };
+      this.addEventListener(SESSION_ENDED, check);
+    });
+  }
+
   #onMessage(topic: string, payload: string): void {
     if (this.#stopping) return;
-    if (topic === this.#link.topics.smartRestIn) {
+    const topics = this.#link.topics;
+    if (topic === topics.smartRestIn) {
       for (const outcome of parseSmartRest(payload)) {
         this.#handle(outcome, payload);
       }
-    } else if (topic === this.#link.topics.operationsIn) {
+    } else if (topic === topics.operationsIn) {
       this.#handle(parseJsonOperation(payload), payload);
     } else if (this.#handoff.handles(topic)) {
       this.#handoff.onMessage(topic, payload);
@@ -156,20 +154,37 @@ export class Agent implements AsyncDisposable {
           });
         }
         return;
-      case "rejected":
+      case "rejected": {
         if (this.#isDuplicate(outcome.ref)) return;
-        this.#report(outcome.ref, "executing");
+        const origin = { ref: outcome.ref };
+        this.#report(origin, "executing");
         this.#log.warn("request {key} refused: {reason}", {
           key: shortKey(shorten(outcome.ref.key, 40)),
           reason: outcome.reason,
         });
-        this.#report(outcome.ref, "failed", outcome.reason);
+        this.#report(origin, "failed", outcome.reason);
         return;
+      }
       case "request":
         if (this.#isDuplicate(outcome.request)) return;
-        this.#launch(outcome.request);
+        this.#launch(outcome.request, { ref: outcome.request });
         return;
     }
+  }
+
+  /** A request from `connect` (plugin mode): served like a 530, status answered to `connect`. */
+  #serveHandedOver(request: RemoteAccessRequest, answer: StatusReport): void {
+    const origin = { ref: request, answer };
+    if (this.#isDuplicate(request)) {
+      this.#report(origin, "executing");
+      this.#report(
+        origin,
+        "failed",
+        `connection key ${shortKey(request.key)} is already being served`,
+      );
+      return;
+    }
+    this.#launch(request, origin);
   }
 
   /** True for a key already seen (a re-delivery, or the same request as 530 and JSON). */
@@ -189,36 +204,26 @@ export class Agent implements AsyncDisposable {
     return false;
   }
 
-  #report(ref: OperationRef, status: OperationStatus, reason?: string): void {
-    const message = statusMessage(ref, status, {
-      topicPrefix: this.#config.mqtt.topicPrefix,
-      mainDeviceId: this.#config.c8y.deviceId,
-    }, reason);
-    this.#link.publish(message.topic, message.payload).catch((error) => {
+  /** The one way status leaves the agent: a status line to the cloud, or the handoff's answer. */
+  #report(origin: Origin, status: OperationStatus, reason?: string): void {
+    if (origin.answer) {
+      origin.answer(status, reason);
+      return;
+    }
+    const topic = this.#link.topics.statusOut(origin.ref.deviceId);
+    const payload = statusPayload(origin.ref, status, reason);
+    this.#link.publish(topic, payload).catch((error) => {
       this.#log.warn("could not publish status {payload} to {topic}: {error}", {
-        payload: message.payload,
-        topic: message.topic,
-        error: String(error),
+        payload,
+        topic,
+        error: errorMessage(error),
       });
     });
   }
 
-  /** A request from `connect` (plugin mode): served like a 530, status answered to `connect`. */
-  #serveHandedOver(request: RemoteAccessRequest, report: StatusReport): void {
-    if (this.#isDuplicate(request)) {
-      report("executing");
-      report(
-        "failed",
-        `connection key ${shortKey(request.key)} is already being served`,
-      );
-      return;
-    }
-    this.#launch(request, report);
-  }
-
   /** Starts a session in the background; an unexpected error is logged, never thrown. */
-  #launch(request: RemoteAccessRequest, report?: StatusReport): void {
-    this.#start(request, report).catch((error: unknown) => {
+  #launch(request: RemoteAccessRequest, origin: Origin): void {
+    this.#start(request, origin).catch((error: unknown) => {
       this.#log.error("session {key} to {target}: unexpected error: {error}", {
         key: shortKey(request.key),
         target: formatTarget(request.host, request.port),
@@ -229,15 +234,11 @@ export class Agent implements AsyncDisposable {
     });
   }
 
-  async #start(
-    request: RemoteAccessRequest,
-    report: StatusReport = (status, reason) =>
-      this.#report(request, status, reason),
-  ): Promise<void> {
-    report("executing");
+  async #start(request: RemoteAccessRequest, origin: Origin): Promise<void> {
+    this.#report(origin, "executing");
     const target = formatTarget(request.host, request.port);
     if (this.#stopping) {
-      report("failed", "agent is shutting down");
+      this.#report(origin, "failed", "agent is shutting down");
       return;
     }
     const admission = this.#policy.admit(
@@ -251,14 +252,16 @@ export class Agent implements AsyncDisposable {
         target,
         reason: admission.reason,
       });
-      report("failed", admission.reason);
+      this.#report(origin, "failed", admission.reason);
       return;
     }
-    const tunnel = this.#createTunnel(request);
+    const tunnel = this.#build(request);
     this.#sessions.set(request.key, tunnel);
     tunnel.finished.then((summary) => {
       this.#sessions.delete(request.key);
-      this.#logSummary(summary);
+      this.dispatchEvent(
+        new CustomEvent(SESSION_ENDED, { detail: summary }),
+      );
     });
     this.#log.info("session {key} to {target} requested for {device}", {
       key: shortKey(request.key),
@@ -266,52 +269,8 @@ export class Agent implements AsyncDisposable {
       device: request.deviceId,
     });
     const result = await tunnel.open();
-    if (result.ok) {
-      report("successful");
-    } else {
-      report("failed", result.reason);
-    }
-  }
-
-  #createTunnel(request: RemoteAccessRequest): Tunnel {
-    const openCloudLeg = this.#openCloudLeg;
-    const url = deviceUrl(this.#config.c8y.url, request.key);
-    const log = this.#log;
-    return new Tunnel(request, {
-      dial: this.#deps.dial ?? dialTcp,
-      openCloud: async (signal) => {
-        const auth = await this.#auth(signal);
-        return openCloudLeg(url, { headers: authHeaders(auth), signal });
-      },
-      log,
-      ...(this.#deps.clock ? { clock: this.#deps.clock } : {}),
-    }, {
-      connectTimeoutMs: this.#config.tunnel.connectTimeoutMs,
-      idleTimeoutMs: this.#config.tunnel.idleTimeoutMs,
-      maxDurationMs: this.#config.tunnel.maxDurationMs,
-    });
-  }
-
-  #logSummary(summary: TunnelSummary): void {
-    const fields = {
-      key: shortKey(summary.key),
-      target: summary.target,
-      seconds: (summary.durationMs / 1000).toFixed(1),
-      fromTarget: formatBytes(summary.fromTarget),
-      toTarget: formatBytes(summary.toTarget),
-      reason: summary.reason,
-    };
-    if (summary.state === "failed") {
-      this.#log.warn(
-        "session {key} to {target} failed after {seconds} s: {reason}",
-        fields,
-      );
-    } else {
-      this.#log.info(
-        "session {key} to {target} ended after {seconds} s: {fromTarget} from target, {toTarget} to target ({reason})",
-        fields,
-      );
-    }
+    if (result.ok) this.#report(origin, "successful");
+    else this.#report(origin, "failed", result.reason);
   }
 
   /** Stops taking requests, closes every session, publishes health `down`, disconnects. */

@@ -9,34 +9,12 @@
 import mqtt from "mqtt";
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../util/log.ts";
+import { deadline, settlesWithin } from "../util/deadline.ts";
+import { jwtExpiry, parseJwtAnswer } from "./jwt.ts";
+import { type Topics, topicsFor } from "./topics.ts";
 
 /** A message from a subscribed topic. */
 export type MessageHandler = (topic: string, payload: string) => void;
-
-/** Topics the agent uses, derived once from the config. */
-export interface Topics {
-  readonly smartRestIn: string;
-  readonly operationsIn: string;
-  readonly jwtRequest: string;
-  readonly jwtResponse: string;
-  readonly health: string;
-  readonly service: string;
-}
-
-/** Builds the topic names from the config (DESIGN.md §1.1-1.3). */
-export function topicsFor(config: Config): Topics {
-  const prefix = config.mqtt.topicPrefix;
-  const service =
-    `${config.health.topicRoot}/device/main/service/${config.health.serviceName}`;
-  return {
-    smartRestIn: `${prefix}/s/ds`,
-    operationsIn: `${prefix}/devicecontrol/notifications`,
-    jwtRequest: `${prefix}/s/uat`,
-    jwtResponse: `${prefix}/s/dat`,
-    health: `${service}/status/health`,
-    service,
-  };
-}
 
 /** Backoff between reconnect attempts: doubles from 0.5 s, capped at 30 s, reset after a connect. */
 export const RECONNECT_MIN_MS = 500;
@@ -44,24 +22,6 @@ export const RECONNECT_MAX_MS = 30_000;
 
 /** Seconds of validity a cached JWT must have left to be reused. */
 const JWT_MARGIN_S = 60;
-
-/** Reads `exp` (unix seconds) from a JWT's payload without verifying it; null when absent. */
-export function jwtExpiry(token: string): number | null {
-  const part = token.split(".")[1];
-  if (!part) return null;
-  try {
-    const json = atob(
-      part.replace(/-/g, "+").replace(/_/g, "/").padEnd(
-        part.length + (4 - part.length % 4) % 4,
-        "=",
-      ),
-    );
-    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
-    return typeof exp === "number" && Number.isFinite(exp) ? exp : null;
-  } catch {
-    return null;
-  }
-}
 
 /**
  * Turns off Nagle's algorithm on the client's socket: status lines and
@@ -235,10 +195,8 @@ export class MqttLink implements AsyncDisposable {
   }
 
   #onJwtMessage(text: string): void {
-    const line = text.trim();
-    if (!line.startsWith("71,")) return;
-    const token = line.slice(3).replace(/^"|"$/g, "");
-    if (token === "") return;
+    const token = parseJwtAnswer(text);
+    if (token === undefined) return;
     this.#jwt = { token, exp: jwtExpiry(token) };
     const waiters = this.#jwtWaiters;
     this.#jwtWaiters = new Set();
@@ -279,29 +237,19 @@ export class MqttLink implements AsyncDisposable {
     let resolveToken: (token: string) => void = () => {};
     const token = new Promise<string>((resolve) => resolveToken = resolve);
     this.#jwtWaiters.add(resolveToken);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let onAbort = () => {};
-    const failed = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(
-          new Error(
-            `no JWT from the thin-edge bridge within ${
-              timeoutMs / 1000
-            } s (c8y.jwt_timeout): is tedge-mapper-c8y running and connected?`,
-          ),
-        );
-      }, timeoutMs);
-      onAbort = () => reject(signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
     try {
       if (first) {
         this.publish(this.topics.jwtRequest, "").catch(() => {});
       }
-      return await Promise.race([token, failed]);
+      return await deadline(
+        token,
+        timeoutMs,
+        `no JWT from the thin-edge bridge within ${
+          timeoutMs / 1000
+        } s (c8y.jwt_timeout): is tedge-mapper-c8y running and connected?`,
+        { signal },
+      );
     } finally {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
       this.#jwtWaiters.delete(resolveToken);
     }
   }
@@ -311,12 +259,7 @@ export class MqttLink implements AsyncDisposable {
     if (this.#closing) return;
     this.#closing = true;
     if (this.#options.health && this.#client.connected) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.#publishHealth("down").catch(() => {}),
-        new Promise((resolve) => timer = setTimeout(resolve, 1000)),
-      ]);
-      clearTimeout(timer);
+      await settlesWithin(this.#publishHealth("down"), 1000);
     }
     await this.#client.endAsync(!this.#client.connected);
   }

@@ -6,13 +6,15 @@
  *
  * @module
  */
+import { csvField, type CsvRecord, scanCsv } from "./csv.ts";
 import { formatIPv6, parseIPv4, parseIPv6 } from "./ip.ts";
 
-/** Name of the operation, used by the SmartREST by-name status templates. */
-const OPERATION = "c8y_RemoteAccessConnect";
+/**
+ * Name of the operation: the JSON operation's fragment, the SmartREST
+ * by-name status templates, and thin-edge's operation file name.
+ */
+export const OPERATION_NAME = "c8y_RemoteAccessConnect";
 
-/** Longest reason sent to the cloud (characters, ellipsis included). */
-const MAX_REASON_CHARS = 250;
 /** Longest connection key accepted (it becomes one URL path segment). */
 const MAX_KEY_CHARS = 128;
 /** Longest device id accepted as an MQTT topic level. */
@@ -74,158 +76,8 @@ export type ParseOutcome =
 /** Status of an operation as reported to Cumulocity. */
 export type OperationStatus = "executing" | "successful" | "failed";
 
-/** Where status updates go: `<topicPrefix>/s/us[/<child id>]`. */
-export interface StatusTopics {
-  readonly topicPrefix: string;
-  readonly mainDeviceId: string;
-}
-
-// ---------------------------------------------------------------------------
-// CSV
-
-interface CsvRecord {
-  readonly fields: string[];
-  /** Set when the record is not well-formed CSV (fields are then a best effort). */
-  readonly problem: string | undefined;
-  /** The record's text, without its separator, for log lines. */
-  readonly text: string;
-}
-
-const COMMA = 0x2c;
-const QUOTE = 0x22;
-const LF = 0x0a;
-const CR = 0x0d;
-
-/** Whitespace that surrounds a field (not a record separator). */
-function isBlank(code: number): boolean {
-  return code !== LF && code !== CR && /\s/.test(String.fromCharCode(code));
-}
-
-function isFieldEnd(code: number): boolean {
-  return code === COMMA || code === LF || code === CR;
-}
-
-/** Index of the next `,`, `\r` or `\n` at or after `from`, or the length. */
-function nextFieldEnd(text: string, from: number): number {
-  let i = from;
-  while (i < text.length && !isFieldEnd(text.charCodeAt(i))) i++;
-  return i;
-}
-
-/** Reads a quoted field whose opening quote is at `open`. */
-function readQuoted(
-  text: string,
-  open: number,
-): { value: string; end: number; problem?: string } {
-  let value = "";
-  let from = open + 1;
-  for (;;) {
-    const quote = text.indexOf('"', from);
-    if (quote < 0) {
-      return {
-        value: value + text.slice(from),
-        end: text.length,
-        problem: "unterminated quoted field",
-      };
-    }
-    value += text.slice(from, quote);
-    if (text.charCodeAt(quote + 1) === QUOTE) {
-      value += '"';
-      from = quote + 2;
-      continue;
-    }
-    let end = quote + 1;
-    while (end < text.length && isBlank(text.charCodeAt(end))) end++;
-    if (end < text.length && !isFieldEnd(text.charCodeAt(end))) {
-      const stop = nextFieldEnd(text, end);
-      return {
-        value: value + text.slice(end, stop),
-        end: stop,
-        problem: "text after a closing quote",
-      };
-    }
-    return { value, end };
-  }
-}
-
-/** Splits text into CSV records, leniently, noting what is malformed. */
-function scanCsv(text: string): CsvRecord[] {
-  const records: CsvRecord[] = [];
-  let i = 0;
-  while (i < text.length) {
-    const start = i;
-    const fields: string[] = [];
-    let problem: string | undefined;
-    let quoted = false;
-    for (;;) {
-      let j = i;
-      while (j < text.length && isBlank(text.charCodeAt(j))) j++;
-      if (text.charCodeAt(j) === QUOTE) {
-        const field = readQuoted(text, j);
-        fields.push(field.value);
-        problem ??= field.problem;
-        quoted = true;
-        i = field.end;
-      } else {
-        const end = nextFieldEnd(text, i);
-        fields.push(text.slice(i, end).trim());
-        i = end;
-      }
-      if (text.charCodeAt(i) !== COMMA) break;
-      i++;
-    }
-    const recordEnd = i;
-    if (text.charCodeAt(i) === CR) i++;
-    if (
-      text.charCodeAt(i) === LF &&
-      (i === recordEnd || text.charCodeAt(i - 1) === CR)
-    ) i++;
-    const blank = !quoted && fields.length === 1 && fields[0] === "";
-    if (!blank) {
-      records.push({ fields, problem, text: text.slice(start, recordEnd) });
-    }
-  }
-  return records;
-}
-
-/**
- * Parse CSV records (RFC 4180 style, as SmartREST uses: quoted fields, `""`
- * escapes, quoted fields may contain commas and newlines; `\n`, `\r\n` or a
- * lone `\r` separate records; whitespace around fields outside quotes is
- * trimmed; blank lines are skipped). Lenient: malformed input (an unterminated
- * quote, text after a closing quote) still yields a best-effort result.
- */
-export function parseCsv(payload: string): string[][] {
-  if (typeof payload !== "string") return [];
-  return scanCsv(payload).map((record) => record.fields);
-}
-
-/** Control characters and line/paragraph separators: never sent or logged raw. */
-const UNSAFE_CHAR = /[\p{Cc}\p{Zl}\p{Zp}]/gu;
-const LONE_SURROGATE = /\p{Cs}/gu;
-
-/** Cuts text to at most `max` code units, ending in `…` when it was cut. */
-function cut(text: string, max: number): string {
-  if (text.length <= max) return text;
-  let end = max - 1;
-  const last = text.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end--; // do not split a surrogate pair
-  return text.slice(0, end) + "…";
-}
-
-/**
- * CSV-quote one field for SmartREST: `"..."` with `""` for a quote. Control
- * characters and line separators become spaces, lone surrogates U+FFFD, and
- * the value is cut to 250 characters (ending in `…`), since it is meant for
- * short values such as a failure reason shown in Cumulocity.
- */
-export function csvField(value: string): string {
-  const clean = cut(
-    String(value).replace(UNSAFE_CHAR, " ").replace(LONE_SURROGATE, "\ufffd"),
-    MAX_REASON_CHARS,
-  );
-  return `"${clean.replaceAll('"', '""')}"`;
-}
+/** Reports one status of one operation, wherever it goes (a status line, a handoff reply). */
+export type StatusReport = (status: OperationStatus, reason?: string) => void;
 
 const ESCAPES: Readonly<Record<string, string>> = {
   "\n": "\\n",
@@ -480,16 +332,16 @@ export function parseJsonOperation(payload: string): ParseOutcome {
   if (!isObject(operation)) {
     return ignored(`JSON operation is not an object: ${show(payload)}`, false);
   }
-  if (!Object.hasOwn(operation, OPERATION)) {
+  if (!Object.hasOwn(operation, OPERATION_NAME)) {
     return ignored(
-      `JSON operation (id ${showJson(operation.id)}) is not ${OPERATION}`,
+      `JSON operation (id ${showJson(operation.id)}) is not ${OPERATION_NAME}`,
       true,
     );
   }
   const id = operationId(operation.id);
   if (id === undefined) {
     return ignored(
-      `${OPERATION} with invalid id ${
+      `${OPERATION_NAME} with invalid id ${
         showJson(operation.id)
       }: expected decimal digits`,
       false,
@@ -498,16 +350,16 @@ export function parseJsonOperation(payload: string): ParseOutcome {
   const externalId = member(operation.externalSource, "externalId");
   if (typeof externalId !== "string") {
     return ignored(
-      `${OPERATION} ${id} has no externalSource.externalId: cannot choose the status topic`,
+      `${OPERATION_NAME} ${id} has no externalSource.externalId: cannot choose the status topic`,
       false,
     );
   }
   const badDevice = deviceIdProblem(externalId);
   if (badDevice !== undefined) {
-    return ignored(`${OPERATION} ${id} with ${badDevice}`, false);
+    return ignored(`${OPERATION_NAME} ${id} with ${badDevice}`, false);
   }
 
-  const params = operation[OPERATION];
+  const params = operation[OPERATION_NAME];
   const key = member(params, "connectionKey");
   const ref: OperationRef = {
     deviceId: externalId,
@@ -520,7 +372,7 @@ export function parseJsonOperation(payload: string): ParseOutcome {
     reason,
   });
   if (!isObject(params)) {
-    return reject(`malformed request: ${OPERATION} is not an object`);
+    return reject(`malformed request: ${OPERATION_NAME} is not an object`);
   }
   const host = member(params, "hostname");
   if (typeof host !== "string") {
@@ -555,23 +407,18 @@ function idField(id: string): string {
 }
 
 /**
- * Topic + payload of one status update: `<prefix>/s/us` for the main device,
- * `<prefix>/s/us/<child id>` for a child. By name (501/503/502) when the ref
- * has no operation id, by id (504/506/505) otherwise; a failure always
- * carries a quoted reason.
+ * The payload of one status update (its topic is mqtt/topics.ts
+ * `statusOut(ref.deviceId)`): by name (501/503/502) when the ref has no
+ * operation id, by id (504/506/505) otherwise; a failure always carries a
+ * quoted reason.
  */
-export function statusMessage(
+export function statusPayload(
   ref: OperationRef,
   status: OperationStatus,
-  topics: StatusTopics,
   reason?: string,
-): { readonly topic: string; readonly payload: string } {
-  const base = `${topics.topicPrefix}/s/us`;
-  const topic = ref.deviceId === topics.mainDeviceId
-    ? base
-    : `${base}/${ref.deviceId}`;
+): string {
   const target = ref.operationId === undefined
-    ? OPERATION
+    ? OPERATION_NAME
     : idField(ref.operationId);
   const byId = ref.operationId !== undefined;
   const why = csvField(
@@ -579,10 +426,46 @@ export function statusMessage(
       ? "remote access failed"
       : reason,
   );
-  const payload = status === "executing"
+  return status === "executing"
     ? `${byId ? 504 : 501},${target}`
     : status === "successful"
     ? `${byId ? 506 : 503},${target}`
     : `${byId ? 505 : 502},${target},${why}`;
-  return { topic, payload };
+}
+
+// ---------------------------------------------------------------------------
+// Plugin mode
+
+/** The first 530 of a `connect` argument as a request, or the reason it cannot be served. */
+export type ConnectRequest =
+  | { readonly ok: true; readonly request: RemoteAccessRequest }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * Parses the SmartREST payload that tedge-mapper-c8y gives to `connect` in
+ * plugin mode (its first 530 record); the same parse serves `connect`, its
+ * detached child and the daemon's handoff server.
+ */
+export function parseConnectLine(line: string): ConnectRequest {
+  const outcomes = parseSmartRest(line);
+  const first = outcomes.find((o) => o.kind !== "ignored") ?? outcomes[0];
+  if (first === undefined) {
+    return {
+      ok: false,
+      reason:
+        'no request given: expected a SmartREST 530 line "530,<device>,<host>,<port>,<key>"',
+    };
+  }
+  switch (first.kind) {
+    case "request":
+      return { ok: true, request: first.request };
+    case "rejected":
+      return { ok: false, reason: first.reason };
+    case "ignored":
+      return {
+        ok: false,
+        reason:
+          `not a remote access request (${first.reason}): expected "530,<device>,<host>,<port>,<key>"`,
+      };
+  }
 }

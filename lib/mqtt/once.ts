@@ -1,0 +1,174 @@
+/**
+ * A short-lived broker client for the commands that only ask something and
+ * leave: `connect` (is a daemon up? hand it the request) and `check` (is the
+ * broker there, does the bridge give a JWT, is a daemon up). Connects once
+ * with a deadline and its own client id, never reconnects, and queues the
+ * messages of its subscriptions per topic so that callers take them in order.
+ * The daemon's long-lived connection is {@linkcode MqttLink} in link.ts.
+ *
+ * @module
+ */
+import mqtt from "mqtt";
+import type { Config } from "../config/config.ts";
+import { deadline } from "../util/deadline.ts";
+import { parseJwtAnswer } from "./jwt.ts";
+import { noDelay } from "./link.ts";
+import { type Topics, topicsFor } from "./topics.ts";
+
+/** Options of {@linkcode MqttOnce.connect}. */
+export interface MqttOnceOptions {
+  /** Added to `mqtt.client_id` with a random suffix, so the daemon's session is not taken over. */
+  readonly purpose: string;
+  /** How long connecting may take, in ms. */
+  readonly timeoutMs: number;
+}
+
+/** A service's retained health as found on the broker. */
+export type ServiceHealth =
+  | { readonly status: "up"; readonly pid?: number }
+  | { readonly status: "down" }
+  /** Nothing retained (the service never ran here). */
+  | { readonly status: "none" };
+
+/** Reads a thin-edge health message (`{"status":"up","pid":…}`). */
+export function parseHealth(text: string | undefined): ServiceHealth {
+  if (text === undefined) return { status: "none" };
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return { status: "down" };
+  }
+  if (typeof body !== "object" || body === null) return { status: "down" };
+  const { status, pid } = body as { status?: unknown; pid?: unknown };
+  if (status !== "up") return { status: "down" };
+  return typeof pid === "number" ? { status: "up", pid } : { status: "up" };
+}
+
+/** One connection to the broker for a few questions; dispose of it when done. */
+export class MqttOnce implements AsyncDisposable {
+  readonly topics: Topics;
+  readonly #client: mqtt.MqttClient;
+  readonly #queues = new Map<string, string[]>();
+  readonly #waiters = new Map<string, () => void>();
+
+  private constructor(client: mqtt.MqttClient, topics: Topics) {
+    this.#client = client;
+    this.topics = topics;
+    const decoder = new TextDecoder();
+    client.on("message", (topic, payload) => {
+      const queue = this.#queues.get(topic) ?? [];
+      queue.push(decoder.decode(payload));
+      this.#queues.set(topic, queue);
+      this.#waiters.get(topic)?.();
+    });
+  }
+
+  /**
+   * Connects to the configured broker.
+   * @throws {Error} naming what failed ("no answer within 2 s", the socket error).
+   */
+  static async connect(
+    config: Config,
+    options: MqttOnceOptions,
+  ): Promise<MqttOnce> {
+    const client = mqtt.connect({
+      host: config.mqtt.host,
+      port: config.mqtt.port,
+      protocol: "mqtt",
+      clientId: `${config.mqtt.clientId}-${options.purpose}-${
+        crypto.randomUUID().slice(0, 8)
+      }`,
+      clean: true,
+      connectTimeout: options.timeoutMs,
+      reconnectPeriod: 0,
+    });
+    const connected = new Promise<void>((resolve, reject) => {
+      client.once("connect", () => resolve());
+      client.once("error", reject);
+      client.once("close", () => reject(new Error("connection closed")));
+    });
+    connected.catch(() => {});
+    try {
+      await deadline(
+        connected,
+        options.timeoutMs + 500,
+        `no answer within ${options.timeoutMs / 1000} s`,
+      );
+    } catch (error) {
+      await client.endAsync(true).catch(() => {});
+      throw error;
+    }
+    client.on("error", () => {});
+    noDelay(client);
+    return new MqttOnce(client, topicsFor(config));
+  }
+
+  /** Subscribes to `filters` (QoS 1); retained messages then arrive at once. */
+  async subscribe(filters: readonly string[]): Promise<void> {
+    await this.#client.subscribeAsync([...filters], { qos: 1 });
+  }
+
+  /**
+   * The next message on `topic` (one of the subscriptions), in order of
+   * arrival; undefined when none comes within `ms`.
+   */
+  async next(topic: string, ms: number): Promise<string | undefined> {
+    const take = () => this.#queues.get(topic)?.shift();
+    const queued = take();
+    if (queued !== undefined) return queued;
+    const arrived = Promise.withResolvers<void>();
+    this.#waiters.set(topic, () => arrived.resolve());
+    try {
+      await deadline(arrived.promise, ms, "");
+      return take();
+    } catch {
+      return undefined;
+    } finally {
+      this.#waiters.delete(topic);
+    }
+  }
+
+  /** The daemon's retained health (subscribe to `topics.health` first); `none` when nothing arrives within `ms`. */
+  async health(ms: number): Promise<ServiceHealth> {
+    return parseHealth(await this.next(this.topics.health, ms));
+  }
+
+  /**
+   * Asks the thin-edge bridge for a JWT (subscribe to `topics.jwtResponse`
+   * first) and returns the token.
+   * @throws {Error} naming the topic when no `71,` answer comes within `ms`.
+   */
+  async jwt(ms: number): Promise<string> {
+    const end = Date.now() + ms;
+    await this.publish(this.topics.jwtRequest, "");
+    for (;;) {
+      const left = end - Date.now();
+      const text = left > 0
+        ? await this.next(this.topics.jwtResponse, left)
+        : undefined;
+      if (text === undefined) {
+        throw new Error(
+          `no answer on ${this.topics.jwtResponse} within ${ms / 1000} s`,
+        );
+      }
+      const token = parseJwtAnswer(text);
+      if (token !== undefined) return token;
+    }
+  }
+
+  /** Publishes one message (QoS 1) and waits for the broker's acknowledgement. */
+  async publish(topic: string, payload: string): Promise<void> {
+    await this.#client.publishAsync(topic, payload, { qos: 1 });
+  }
+
+  /** Disconnects at once; idempotent, never rejects. */
+  async close(): Promise<void> {
+    for (const wake of this.#waiters.values()) wake();
+    await this.#client.endAsync(true).catch(() => {});
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
