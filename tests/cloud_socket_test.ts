@@ -7,9 +7,21 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { CloudConnectError, type CloudLeg } from "../lib/cloud/leg.ts";
+import {
+  CloudConnectError,
+  type CloudLeg,
+  CloudProtocolError,
+} from "../lib/cloud/leg.ts";
 import { openCloudSocket } from "../lib/cloud/opener.ts";
 import { MAX_FRAME_PAYLOAD } from "../lib/cloud/websocket.ts";
+import {
+  closeFrame,
+  concat,
+  frame,
+  HOSTILE_CASES,
+  hostileServer,
+  PRELUDE,
+} from "./hostile_frames.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const encoder = new TextEncoder();
@@ -31,31 +43,6 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   while (offset < data.length) {
     offset += await conn.write(data.subarray(offset));
   }
-}
-
-/** A server frame (unmasked unless `mask` is given). */
-function frame(
-  opcode: number,
-  payload: Uint8Array,
-  options: { fin?: boolean; mask?: Uint8Array; long?: boolean } = {},
-): Uint8Array {
-  const n = payload.length;
-  const ext = options.long ? 8 : n < 126 ? 0 : n < 65536 ? 2 : 8;
-  const head = new Uint8Array(2 + ext + (options.mask ? 4 : 0));
-  head[0] = (options.fin === false ? 0 : 0x80) | opcode;
-  head[1] = (options.mask ? 0x80 : 0) | (ext === 0 ? n : ext === 2 ? 126 : 127);
-  const view = new DataView(head.buffer);
-  if (ext === 2) view.setUint16(2, n);
-  if (ext === 8) view.setBigUint64(2, BigInt(n));
-  const body = payload.slice();
-  if (options.mask) {
-    head.set(options.mask, 2 + ext);
-    for (let i = 0; i < n; i++) body[i] = body[i]! ^ options.mask[i & 3]!;
-  }
-  const out = new Uint8Array(head.length + n);
-  out.set(head);
-  out.set(body, head.length);
-  return out;
 }
 
 /**
@@ -293,8 +280,6 @@ Deno.test("WebSocketClient.close() without an answer from the server closes the 
   await server.close();
 });
 
-// Harmless deviations (a masked server frame, a stray continuation) are
-// tolerated as data; frames that could crash or exhaust the agent end it.
 Deno.test("WebSocketClient.receive() ends with an error, never a crash or a huge buffer, on hostile frames", async () => {
   const hostile: [string, Uint8Array][] = [
     ["a 2^63 length", new Uint8Array([0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0])],
@@ -321,6 +306,57 @@ Deno.test("WebSocketClient.receive() ends with an error, never a crash or a huge
     assert.ok(outcome === "error" || outcome === "end", `${name}: ${outcome}`);
     leg.close("test over");
     await leg.closed;
+    await server.close();
+  }
+});
+
+for (const hostile of HOSTILE_CASES) {
+  Deno.test(`WebSocketClient fails the connection with ${hostile.code} on ${hostile.name}, after delivering the valid frames before it`, async () => {
+    const server = hostileServer(() => concat(PRELUDE, hostile.bytes));
+    const leg = await open(server.wsUrl);
+    let delivered = "";
+    const outcome = await (async () => {
+      while (true) {
+        const bytes = await leg.receive();
+        if (bytes === null) return null;
+        delivered += new TextDecoder().decode(bytes);
+      }
+    })().catch((error: unknown) => error);
+    assert.ok(outcome instanceof CloudProtocolError, String(outcome));
+    assert.equal(outcome.code, hostile.code);
+    assert.ok(
+      outcome.message.includes(hostile.violation),
+      `${outcome.message} should name ${hostile.violation}`,
+    );
+    assert.equal(delivered, `ok${hostile.delivered ?? ""}`);
+    const seen = await server.seen(0);
+    assert.equal(seen.closeCode, hostile.code, "the close code sent");
+    assert.ok(
+      seen.endedAt - seen.sentAt < 1000,
+      `connection closed ${seen.endedAt - seen.sentAt} ms after the frame`,
+    );
+    assert.equal((await leg.closed).code, hostile.code);
+    await server.close();
+  });
+}
+
+Deno.test("WebSocketClient echoes a valid close code, answers a close without code with none, and never sends 1005", async () => {
+  const codes = [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999];
+  for (const code of [...codes, null]) {
+    const server = hostileServer(() =>
+      code === null ? frame(0x8, new Uint8Array(0)) : closeFrame(code, [0x68])
+    );
+    const leg = await open(server.wsUrl);
+    assert.equal(await leg.receive(), null);
+    const info = await leg.closed;
+    const seen = await server.seen(0);
+    if (code === null) {
+      assert.deepEqual(info, { code: 1005, reason: "" });
+      assert.equal(seen.closeCode, null, "an empty close frame back");
+    } else {
+      assert.deepEqual(info, { code, reason: "h" });
+      assert.equal(seen.closeCode, code);
+    }
     await server.close();
   }
 });
