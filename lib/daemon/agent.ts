@@ -14,6 +14,7 @@ import { HandoffServer } from "../handoff/server.ts";
 import { MqttLink } from "../mqtt/link.ts";
 import { topicsFor } from "../mqtt/topics.ts";
 import {
+  jsonOperationLines,
   type OperationRef,
   type OperationStatus,
   parseJsonOperation,
@@ -134,7 +135,11 @@ export class Agent extends EventTarget implements AsyncDisposable {
         this.#handle(outcome, payload);
       }
     } else if (topic === topics.operationsIn) {
-      this.#handle(parseJsonOperation(payload), payload);
+      // One message may carry several operations, one per line: each is
+      // handled on its own, so one bad line does not drop the others.
+      for (const line of jsonOperationLines(payload)) {
+        this.#handle(parseJsonOperation(line), line);
+      }
     } else if (this.#handoff.handles(topic)) {
       this.#handoff.onMessage(topic, payload);
     }

@@ -313,6 +313,23 @@ function operationId(value: unknown): string | undefined {
 }
 
 /**
+ * The operations in one payload from `<prefix>/devicecontrol/notifications`:
+ * Cumulocity delivers the operations that queued while the device was
+ * offline in one message, one JSON object per line (thin-edge's mapper
+ * splits them the same way). A payload that is one JSON document as a whole
+ * (e.g. pretty-printed) is one operation; blank lines are skipped.
+ */
+export function jsonOperationLines(payload: string): string[] {
+  if (!payload.includes("\n")) return [payload];
+  try {
+    JSON.parse(payload);
+    return [payload];
+  } catch {
+    return payload.split(/\r?\n/).filter((line) => line.trim() !== "");
+  }
+}
+
+/**
  * One payload from `<prefix>/devicecontrol/notifications`. Invalid JSON, a
  * non-object, a missing or non-numeric `id` or an unusable
  * `externalSource.externalId` -> ignored, loud (no status can be sent);
