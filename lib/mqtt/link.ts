@@ -59,8 +59,12 @@ export class MqttLink implements AsyncDisposable {
   readonly #decoder = new TextDecoder();
   #jwtWaiters = new Set<(token: string) => void>();
   #jwt: { token: string; exp: number | null } | undefined;
+  /** Wakes the JWT asking loop early (a token came, or nobody waits any more). */
+  #jwtWake: () => void = () => {};
   #ready: Promise<void>;
   #markReady: () => void = () => {};
+  /** Settles once the current connection's subscriptions are acknowledged; re-armed when it is lost. */
+  #subscribed = Promise.withResolvers<void>();
   #closing = false;
 
   private constructor(options: MqttLinkOptions) {
@@ -134,6 +138,7 @@ export class MqttLink implements AsyncDisposable {
       if (topics.length > 0) {
         await this.#client.subscribeAsync(topics, { qos: 1 });
       }
+      this.#subscribed.resolve();
       if (this.#options.health) {
         await this.#client.publishAsync(
           this.topics.service,
@@ -163,6 +168,7 @@ export class MqttLink implements AsyncDisposable {
 
   #onClose(): void {
     if (this.#closing) return;
+    this.#subscribed = Promise.withResolvers<void>();
     const period = this.#client.options.reconnectPeriod ?? RECONNECT_MIN_MS;
     this.#client.options.reconnectPeriod = Math.min(
       period * 2,
@@ -201,6 +207,7 @@ export class MqttLink implements AsyncDisposable {
     const waiters = this.#jwtWaiters;
     this.#jwtWaiters = new Set();
     for (const resolve of waiters) resolve(token);
+    this.#jwtWake();
   }
 
   async #publishHealth(status: "up" | "down"): Promise<void> {
@@ -222,8 +229,12 @@ export class MqttLink implements AsyncDisposable {
   /**
    * A JWT for the cloud leg, from the thin-edge bridge (`<prefix>/s/uat` ->
    * `71,<token>`). A cached token is reused while it has more than a minute
-   * left; concurrent callers share one request. Rejects with a message
-   * naming `c8y.jwt_timeout` when none arrives in time.
+   * left; concurrent callers share one request. The request is published
+   * only once the subscription to `<prefix>/s/dat` is acknowledged (a fast
+   * bridge would otherwise answer into the void), and asked again every
+   * third of `c8y.jwt_timeout` while no answer came (thin-edge's plugin
+   * retries too). Rejects with a message naming `c8y.jwt_timeout` when none
+   * arrives in time.
    */
   async requestJwt(signal: AbortSignal): Promise<string> {
     const nowS = (this.#options.nowSeconds ?? (() => Date.now() / 1000))();
@@ -237,10 +248,8 @@ export class MqttLink implements AsyncDisposable {
     let resolveToken: (token: string) => void = () => {};
     const token = new Promise<string>((resolve) => resolveToken = resolve);
     this.#jwtWaiters.add(resolveToken);
+    if (first) this.#askForJwt(timeoutMs);
     try {
-      if (first) {
-        this.publish(this.topics.jwtRequest, "").catch(() => {});
-      }
       return await deadline(
         token,
         timeoutMs,
@@ -251,7 +260,38 @@ export class MqttLink implements AsyncDisposable {
       );
     } finally {
       this.#jwtWaiters.delete(resolveToken);
+      if (this.#jwtWaiters.size === 0) this.#jwtWake();
     }
+  }
+
+  /** Publishes the JWT request once subscribed, and again every `timeoutMs / 3` while someone waits. */
+  #askForJwt(timeoutMs: number): void {
+    const intervalMs = Math.max(timeoutMs / 3, 100);
+    const waiting = () => this.#jwtWaiters.size > 0 && !this.#closing;
+    /** Resolves after `ms`, or at once when something wakes the loop; never leaves a timer behind. */
+    const pause = (ms: number, until?: Promise<unknown>) =>
+      new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(done, ms);
+        this.#jwtWake = done;
+        until?.then(done, done);
+      });
+    (async () => {
+      while (waiting()) {
+        let subscribed = false;
+        const acknowledged = this.#subscribed.promise.then(() => {
+          subscribed = true;
+        });
+        await pause(intervalMs, acknowledged);
+        if (!waiting()) return;
+        if (!subscribed) continue;
+        this.publish(this.topics.jwtRequest, "").catch(() => {});
+        await pause(intervalMs);
+      }
+    })().finally(() => this.#jwtWake = () => {});
   }
 
   /** Publishes health `down` (daemon mode) and disconnects; idempotent. */

@@ -136,24 +136,30 @@ export class MqttOnce implements AsyncDisposable {
 
   /**
    * Asks the thin-edge bridge for a JWT (subscribe to `topics.jwtResponse`
-   * first) and returns the token.
+   * first, so that a fast answer is not lost) and returns the token; asks
+   * again every third of `ms` while no answer came.
    * @throws {Error} naming the topic when no `71,` answer comes within `ms`.
    */
   async jwt(ms: number): Promise<string> {
     const end = Date.now() + ms;
-    await this.publish(this.topics.jwtRequest, "");
+    const intervalMs = Math.max(ms / 3, 100);
     for (;;) {
-      const left = end - Date.now();
-      const text = left > 0
-        ? await this.next(this.topics.jwtResponse, left)
-        : undefined;
-      if (text === undefined) {
+      await this.publish(this.topics.jwtRequest, "");
+      const askAgain = Math.min(end, Date.now() + intervalMs);
+      for (;;) {
+        const left = askAgain - Date.now();
+        const text = left > 0
+          ? await this.next(this.topics.jwtResponse, left)
+          : undefined;
+        if (text === undefined) break;
+        const token = parseJwtAnswer(text);
+        if (token !== undefined) return token;
+      }
+      if (Date.now() >= end) {
         throw new Error(
           `no answer on ${this.topics.jwtResponse} within ${ms / 1000} s`,
         );
       }
-      const token = parseJwtAnswer(text);
-      if (token !== undefined) return token;
     }
   }
 
