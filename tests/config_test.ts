@@ -108,7 +108,11 @@ async function makeCert(dir: string, cn: string): Promise<string | null> {
 }
 
 Deno.test("parseConfig() applies the built-in defaults", () => {
-  const config = parseOurs(MINIMAL);
+  const { origins, ...config } = parseOurs(MINIMAL);
+  assert.equal(origins["c8y.url"], `${OURS} key c8y.url`);
+  assert.equal(origins["c8y.http"], "c8y.url");
+  assert.equal(origins["mqtt.port"], "default");
+  assert.equal(origins["c8y.auth"], "default");
   assert.deepEqual(config, {
     configFile: OURS,
     tedgeConfigFile: null,
@@ -118,9 +122,12 @@ Deno.test("parseConfig() applies the built-in defaults", () => {
       topicPrefix: "c8y",
       clientId: "c8y-tunnel",
       maxPayloadBytes: 65536,
+      tls: null,
+      auth: null,
     },
     c8y: {
       url: "https://t1.cumulocity.com",
+      httpUrl: "https://t1.cumulocity.com",
       deviceId: "dev1",
       auth: "jwt",
       credentialsPath: "/etc/c8y-tunnel/credentials.toml",
@@ -139,7 +146,12 @@ Deno.test("parseConfig() applies the built-in defaults", () => {
     log: { level: "info", format: "text" },
     proxy: { address: "", username: "", password: "" },
     health: { topicRoot: "te", serviceName: "c8y-tunnel" },
-    tedge: { configPath: "/etc/tedge/tedge.toml", configDir: "/etc/tedge" },
+    tedge: {
+      configPath: "/etc/tedge/tedge.toml",
+      configDir: "/etc/tedge",
+      layout: "tedge.toml",
+      mapperFile: null,
+    },
   });
 });
 
@@ -160,6 +172,12 @@ port = 8883
 topic_prefix = "c8y-2"
 max_payload = 131072
 client_id = "tunnel-7"
+ca_file = "/etc/tunnel/broker-ca.pem"
+ca_dir = "/etc/tunnel/broker-cas"
+cert_file = "/etc/tunnel/client.pem"
+key_file = "/etc/tunnel/client.key"
+username = "tunnel"
+password_file = "/etc/tunnel/broker-password"
 
 [c8y]
 url = "http://127.0.0.1:8080/"
@@ -168,6 +186,7 @@ auth = "none"
 credentials_path = "/opt/creds.toml"
 root_cert_path = "/etc/ssl/extra.pem"
 jwt_timeout = 2.5
+http = "http://127.0.0.1:8081"
 
 [tunnel]
 allow = ["127.0.0.1:22", "10.0.0.0/8:*", "*:5900", "[::1]:22"]
@@ -194,7 +213,11 @@ config_path = "/opt/tedge/tedge.toml"
 `;
 
 Deno.test("parseConfig() reads every key of its own file", () => {
-  const config = parseOurs(FULL);
+  const { origins, ...config } = parseOurs(FULL, {
+    files: { "/etc/tunnel/broker-password": `${SECRET}\nsecond line\n` },
+  });
+  assert.equal(origins["mqtt.password_file"], `${OURS} key mqtt.password_file`);
+  assert.equal(origins["c8y.http"], `${OURS} key c8y.http`);
   assert.deepEqual(config, {
     configFile: OURS,
     tedgeConfigFile: null,
@@ -204,9 +227,17 @@ Deno.test("parseConfig() reads every key of its own file", () => {
       topicPrefix: "c8y-2",
       clientId: "tunnel-7",
       maxPayloadBytes: 131072,
+      tls: {
+        caFile: "/etc/tunnel/broker-ca.pem",
+        caDir: "/etc/tunnel/broker-cas",
+        certFile: "/etc/tunnel/client.pem",
+        keyFile: "/etc/tunnel/client.key",
+      },
+      auth: { username: "tunnel", password: SECRET },
     },
     c8y: {
       url: "http://127.0.0.1:8080",
+      httpUrl: "http://127.0.0.1:8081",
       deviceId: "my-device",
       auth: "none",
       credentialsPath: "/opt/creds.toml",
@@ -231,7 +262,12 @@ Deno.test("parseConfig() reads every key of its own file", () => {
       password: "pp",
     },
     health: { topicRoot: "te2", serviceName: "tunnel-svc" },
-    tedge: { configPath: "/opt/tedge/tedge.toml", configDir: "/opt/tedge" },
+    tedge: {
+      configPath: "/opt/tedge/tedge.toml",
+      configDir: "/opt/tedge",
+      layout: "tedge.toml",
+      mapperFile: null,
+    },
   });
 });
 
@@ -278,6 +314,8 @@ Deno.test("parseConfig() takes unset keys from tedge.toml and ignores its other 
     topicPrefix: "c8y-x",
     clientId: "c8y-tunnel",
     maxPayloadBytes: 65536,
+    tls: null,
+    auth: null,
   });
   assert.equal(config.c8y.url, "https://t9.cumulocity.com");
   assert.equal(config.c8y.deviceId, "tedge-dev");
@@ -410,6 +448,7 @@ Deno.test("parseConfig() takes the connection keys of the profile that c8y.profi
   });
   assert.deepEqual(config.c8y, {
     url: "https://t2.cumulocity.com",
+    httpUrl: "https://t2.cumulocity.com",
     deviceId: "second-dev",
     auth: "basic",
     credentialsPath: "/etc/tedge/second-credentials.toml",

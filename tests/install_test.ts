@@ -550,6 +550,8 @@ Deno.test("install/config.toml parses, commented and uncommented", async () => {
     topicPrefix: "c8y",
     clientId: "c8y-tunnel",
     maxPayloadBytes: 65536,
+    tls: null,
+    auth: null,
   });
   assert.equal(all.tunnel.maxSessions, 16);
   assert.equal(all.tunnel.idleTimeoutMs, 3_600_000);

@@ -59,6 +59,12 @@ export function issuesOf(
   return [invalid(file, key, raw, checked.expected, checked.hide)];
 }
 
+/** An absolute path (as thin-edge requires for its path keys). */
+export const absolutePath: Check<string> = (raw) =>
+  typeof raw === "string" && raw.startsWith("/") && !CONTROL.test(raw)
+    ? ok(raw)
+    : bad('an absolute path, e.g. "/etc/tedge/device-certs/ca.pem"');
+
 /** Any string, "" included. */
 export const anyString: Check<string> = (raw) =>
   typeof raw === "string" ? ok(raw) : bad("a string");

@@ -9,20 +9,18 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { ConfigError, fail, show } from "./_messages.ts";
-import { commonName, parseCredentials } from "./credentials.ts";
+import { ConfigError, show } from "./_messages.ts";
+import { parseTomlText } from "./_toml.ts";
+import { finish, merge } from "./assemble.ts";
+import { DEFAULT_TEDGE_CONFIG_PATH, type Key, readOwnFile } from "./schema.ts";
 import {
-  DEFAULT_TEDGE_CONFIG_PATH,
-  DEFAULTS,
-  type Key,
-  KEYS,
-  readOwnFile,
-  type Setting,
-  type Settings,
-  type Values,
-} from "./schema.ts";
-import { profileChoice, readTedgeFile, type TedgeSettings } from "./tedge.ts";
-import type { AuthMethod, Config, Credentials } from "./types.ts";
+  c8yMapperDirs,
+  chooseMapper,
+  MAPPERS_DIR,
+  profileChoice,
+  readThinEdge,
+} from "./tedge.ts";
+import type { Config } from "./types.ts";
 
 /** Where loadConfig() reads files and the environment from; defaults are Deno's. */
 export interface LoadConfigOptions {
@@ -30,6 +28,8 @@ export interface LoadConfigOptions {
   readonly path?: string;
   readonly env?: (name: string) => string | undefined;
   readonly readTextFile?: (path: string) => Promise<string>;
+  /** Names of a directory's entries (thin-edge's mappers/); rejects NotFound when absent. */
+  readonly readDir?: (path: string) => Promise<string[]>;
 }
 
 /** Texts already read, for parseConfig(); null = the file does not exist. */
@@ -43,6 +43,12 @@ export interface ConfigInput {
   readonly credentialsText?: string | null;
   /** PEM of the device certificate, whose CN is the fallback device id. */
   readonly deviceCertText?: string | null;
+  /**
+   * Other files by path (thin-edge 2.x mapper.toml files, the broker
+   * password file, and credentials or certificate when not given above);
+   * a directory exists when some file lies below it.
+   */
+  readonly files?: { readonly [path: string]: string };
 }
 
 /** Our config file when neither `--config` nor C8Y_TUNNEL_CONFIG names one. */
@@ -50,179 +56,34 @@ export const DEFAULT_CONFIG_PATH = "/etc/c8y-tunnel/config.toml";
 /** Environment variable naming our config file. */
 export const CONFIG_PATH_ENV = "C8Y_TUNNEL_CONFIG";
 
-/** Everything known before the credentials file and device certificate are read. */
-interface Draft {
-  readonly file: string;
-  readonly configFile: string | null;
-  readonly tedgeFile: string | null;
-  readonly tedgePath: string;
-  readonly settings: Settings;
-  readonly auth: Setting<AuthMethod | "auto">;
-  readonly credentialsPath: string;
-  /** Device certificate to read for the CN when no device id is set, else null. */
-  readonly certPath: string | null;
-  readonly certDefaultPath: string;
-  /** The tedge.toml profile in use, as tedge.toml spells it; "" = default. */
-  readonly profile: string;
-}
-
-/** Ours over tedge.toml over defaults. */
-function merge(
-  file: string,
-  configFile: string | null,
-  ours: Settings,
-  tedgePath: string,
-  tedgeFile: string | null,
-  tedge: TedgeSettings,
-): Draft {
-  const settings: Settings = new Map();
-  for (const key of KEYS) {
-    const setting = ours.get(key) ?? tedge.settings.get(key) ??
-      (Object.hasOwn(DEFAULTS, key)
-        ? { value: DEFAULTS[key as keyof typeof DEFAULTS], from: "default" }
-        : undefined);
-    if (setting) settings.set(key, setting);
-  }
-  const auth = (ours.get("c8y.auth") as Setting<AuthMethod> | undefined) ??
-    tedge.auth ?? { value: DEFAULTS["c8y.auth"], from: "default" };
-  if (
-    tedge.profile !== "" &&
-    settings.get("mqtt.topic_prefix")?.from === "default"
-  ) {
-    // thin-edge would use "c8y" too, the default connection's topics: the
-    // requests of another tenant. tedge connect refuses such a profile.
-    const name = tedge.profile;
-    throw new ConfigError(
-      `${tedgePath}: key c8y.profiles.${name}.bridge.topic_prefix is not set, so profile ${name} would share the topic prefix "c8y" of the default connection: set it (sudo tedge config set c8y.bridge.topic_prefix c8y-${name} --profile ${name}), or set topic_prefix under [mqtt] in ${file}`,
-    );
-  }
-  const certDefaultPath = join(
-    dirname(tedgePath),
-    "device-certs",
-    "tedge-certificate.pem",
-  );
-  return {
-    file,
-    configFile,
-    tedgeFile,
-    tedgePath,
-    settings,
-    auth,
-    credentialsPath: settings.get("c8y.credentials_path")?.value as string,
-    certPath: settings.has("c8y.device_id")
-      ? null
-      : tedge.certPath ?? certDefaultPath,
-    certDefaultPath,
-    profile: tedge.profile,
-  };
-}
-
-/** Resolves auth, credentials and device id, checks required keys, freezes. */
-function finish(
-  draft: Draft,
-  credentialsText: string | null,
-  certText: string | null,
-): Config {
-  const { settings, file } = draft;
-  const get = <K extends Key>(key: K) =>
-    settings.get(key)?.value as Values[K] | undefined;
-  const issues: string[] = [];
-
-  let deviceId = get("c8y.device_id");
-  if (deviceId === undefined && draft.certPath !== null && certText !== null) {
-    deviceId = commonName(draft.certPath, certText);
-  }
-  const table = draft.profile === "" ? "c8y" : `c8y.profiles.${draft.profile}`;
-  const option = draft.profile === "" ? "" : ` --profile ${draft.profile}`;
-  if (deviceId === undefined) {
-    issues.push(
-      `c8y.device_id is not set: set device_id under [c8y] in ${file}, or device.id in ${draft.tedgePath}, or install the device certificate ${
-        draft.certPath ?? draft.certDefaultPath
-      } (its CN is the device id; tedge key device.cert_path)`,
-    );
-  }
-  const url = get("c8y.url");
-  if (url === undefined) {
-    issues.push(
-      `c8y.url is not set: set url under [c8y] in ${file} (e.g. url = "https://example.cumulocity.com"), or ${table}.url in ${draft.tedgePath} (tedge config set c8y.url <host>${option})`,
-    );
-  }
-  fail(issues);
-
-  const auth: AuthMethod = draft.auth.value === "auto"
-    ? (credentialsText === null ? "jwt" : "basic")
-    : draft.auth.value;
-  let credentials: Credentials | null = null;
-  if (auth === "basic") {
-    if (credentialsText === null) {
-      throw new ConfigError(
-        `${draft.credentialsPath}: credentials file does not exist, but auth is basic (${draft.auth.from}): create it with [c8y] username = "<tenant>/<user>" and password = "...", or set c8y.credentials_path`,
-      );
-    }
-    credentials = parseCredentials(draft.credentialsPath, credentialsText);
-  }
-
-  const config: Config = {
-    configFile: draft.configFile,
-    tedgeConfigFile: draft.tedgeFile,
-    mqtt: {
-      host: get("mqtt.host")!,
-      port: get("mqtt.port")!,
-      topicPrefix: get("mqtt.topic_prefix")!,
-      clientId: get("mqtt.client_id")!,
-      maxPayloadBytes: get("mqtt.max_payload")!,
-    },
-    c8y: {
-      url: url!,
-      deviceId: deviceId!,
-      auth,
-      credentialsPath: draft.credentialsPath,
-      credentials,
-      rootCertPath: get("c8y.root_cert_path")!,
-      jwtTimeoutMs: get("c8y.jwt_timeout")!,
-      profile: draft.profile,
-    },
-    tunnel: {
-      allow: get("tunnel.allow")!,
-      maxSessions: get("tunnel.max_sessions")!,
-      connectTimeoutMs: get("tunnel.connect_timeout")!,
-      idleTimeoutMs: get("tunnel.idle_timeout")!,
-      maxDurationMs: get("tunnel.max_duration")!,
-    },
-    log: { level: get("log.level")!, format: get("log.format")! },
-    proxy: {
-      address: get("proxy.address")!,
-      username: get("proxy.username")!,
-      password: get("proxy.password")!,
-    },
-    health: {
-      topicRoot: get("health.topic_root")!,
-      serviceName: get("health.service_name")!,
-    },
-    tedge: { configPath: draft.tedgePath, configDir: dirname(draft.tedgePath) },
-  };
-  return deepFreeze(config);
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === "object" && value !== null) {
-    for (const child of Object.values(value)) deepFreeze(child);
-    Object.freeze(value);
-  }
-  return value;
-}
-
 /**
- * A file the assembly needs next, by what it is for; answered with the
- * file's text, or null when it does not exist.
+ * What the assembly needs next: a file's text (null when it does not
+ * exist), or a directory's entry names (null when it does not exist).
  */
-interface FileRequest {
-  readonly role: "tedge" | "credentials" | "cert";
-  readonly path: string;
-  /** The key of our file that named this path; such a file must exist. */
-  readonly namedBy?: { readonly file: string; readonly key: Key };
+type Request =
+  | {
+    readonly role: "tedge" | "credentials" | "cert" | "mapper" | "password";
+    readonly path: string;
+    /** The key of our file that named this path; such a file must exist. */
+    readonly namedBy?: { readonly file: string; readonly key: Key };
+  }
+  | { readonly role: "dir"; readonly path: string };
+type Answer = string | readonly string[] | null;
+type Assembly = Generator<Request, Config, Answer>;
+
+/** Asks for a file's text. */
+function* text(
+  request: Exclude<Request, { role: "dir" }>,
+): Generator<Request, string | null, Answer> {
+  const answer = yield request;
+  return typeof answer === "string" ? answer : null;
 }
-type Assembly = Generator<FileRequest, Config, string | null>;
+
+/** Asks for a directory's entries. */
+function* entries(path: string): Generator<Request, string[] | null, Answer> {
+  const answer = yield { role: "dir", path };
+  return Array.isArray(answer) ? [...answer] : null;
+}
 
 /** Where the assembly starts: our file (already located) and its text. */
 interface Start {
@@ -232,35 +93,59 @@ interface Start {
   readonly tedgePath: string;
 }
 
-/** Ours, then tedge.toml, then credentials and certificate as needed, then finish(). */
+/**
+ * Ours, then tedge.toml, then thin-edge 2.x's c8y mapper.toml files, then
+ * credentials, certificate and broker password as needed, then finish().
+ */
 function* assemble(start: Start): Assembly {
-  const { file, text } = start;
-  const ours = readOwnFile(file, text);
+  const { file } = start;
+  const ours = readOwnFile(file, start.text);
   const named = ours.get("tedge.config_path")?.value as string | undefined;
   const tedgePath = named ?? start.tedgePath;
-  const tedgeText = yield {
+  const tedgeText = yield* text({
     role: "tedge",
     path: tedgePath,
     ...(named === undefined
       ? {}
       : { namedBy: { file, key: "tedge.config_path" as const } }),
+  });
+  const tedgeDoc = tedgeText === null
+    ? null
+    : parseTomlText(tedgePath, tedgeText);
+  const mappersDir = join(dirname(tedgePath), MAPPERS_DIR);
+  const found = new Map<string, string>();
+  for (const dir of c8yMapperDirs(yield* entries(mappersDir))) {
+    const path = join(mappersDir, dir, "mapper.toml");
+    const mapperText = yield* text({ role: "mapper", path });
+    if (mapperText !== null) found.set(dir, mapperText);
+  }
+  const choice = profileChoice(file, ours);
+  const chosen = chooseMapper(mappersDir, found, choice);
+  const mapper = chosen && {
+    file: join(mappersDir, chosen.dir, "mapper.toml"),
+    doc: chosen.text === null
+      ? null
+      : parseTomlText(join(mappersDir, chosen.dir, "mapper.toml"), chosen.text),
+    profile: chosen.dir === "c8y" ? "" : chosen.dir.slice(4),
   };
   const draft = merge(
     file,
-    text === null ? null : file,
+    start.text === null ? null : file,
     ours,
     tedgePath,
     tedgeText === null ? null : tedgePath,
-    readTedgeFile(tedgePath, tedgeText, profileChoice(file, ours)),
+    readThinEdge(tedgePath, tedgeDoc, mapper, choice),
   );
-  const credentialsText =
-    draft.auth.value === "jwt" || draft.auth.value === "none"
-      ? null
-      : yield { role: "credentials", path: draft.credentialsPath };
-  const certText = draft.certPath === null
+  const credentials = draft.auth.value === "jwt" || draft.auth.value === "none"
     ? null
-    : yield { role: "cert", path: draft.certPath };
-  return finish(draft, credentialsText, certText);
+    : yield* text({ role: "credentials", path: draft.credentialsPath });
+  const cert = draft.certPath === null
+    ? null
+    : yield* text({ role: "cert", path: draft.certPath });
+  const password = draft.passwordFile === null
+    ? null
+    : yield* text({ role: "password", path: draft.passwordFile.value });
+  return finish(draft, { credentials, cert, password });
 }
 
 // ---------------------------------------------------------------- public API
@@ -277,14 +162,36 @@ export function parseConfig(input: ConfigInput): Config {
     text: input.text,
     tedgePath: input.tedgeFile ?? DEFAULT_TEDGE_CONFIG_PATH,
   });
-  const answers: { readonly [R in FileRequest["role"]]: string | null } = {
-    tedge: input.tedgeText,
-    credentials: input.credentialsText ?? null,
-    cert: input.deviceCertText ?? null,
+  const files = input.files ?? {};
+  const answer = (request: Request): Answer => {
+    switch (request.role) {
+      case "tedge":
+        return input.tedgeText;
+      case "credentials":
+        return input.credentialsText ?? files[request.path] ?? null;
+      case "cert":
+        return input.deviceCertText ?? files[request.path] ?? null;
+      case "mapper":
+      case "password":
+        return files[request.path] ?? null;
+      case "dir":
+        return entriesOf(files, request.path);
+    }
   };
   let step = steps.next();
-  while (!step.done) step = steps.next(answers[step.value.role]);
+  while (!step.done) step = steps.next(answer(step.value));
   return step.value;
+}
+
+/** The names directly below `dir` among the given paths, or null if none. */
+function entriesOf(
+  files: { readonly [path: string]: string },
+  dir: string,
+): string[] | null {
+  const prefix = dir.endsWith("/") ? dir : `${dir}/`;
+  const names = Object.keys(files).filter((path) => path.startsWith(prefix))
+    .map((path) => path.slice(prefix.length).split("/")[0]!);
+  return names.length === 0 ? null : [...new Set(names)];
 }
 
 /**
@@ -322,20 +229,52 @@ export async function loadConfig(
     text,
     tedgePath: DEFAULT_TEDGE_CONFIG_PATH,
   });
+  const list = options.readDir ?? readDirNames;
   let step = steps.next();
   while (!step.done) {
-    const { path, namedBy } = step.value;
-    const answer = await readOptional(read, path);
-    if (answer === null && namedBy !== undefined) {
+    const request = step.value;
+    if (request.role === "dir") {
+      step = steps.next(await listOptional(list, request.path));
+      continue;
+    }
+    const answer = await readOptional(read, request.path);
+    if (answer === null && request.namedBy !== undefined) {
       throw new ConfigError(
-        `${namedBy.file}: key ${namedBy.key} = ${
-          show(path)
+        `${request.namedBy.file}: key ${request.namedBy.key} = ${
+          show(request.path)
         } is invalid: expected an existing tedge.toml (remove the key if thin-edge is not installed)`,
       );
     }
     step = steps.next(answer);
   }
   return step.value;
+}
+
+async function readDirNames(path: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(path)) names.push(entry.name);
+  return names;
+}
+
+/** Entry names, or null when the directory does not exist; other failures are ConfigErrors. */
+async function listOptional(
+  list: (path: string) => Promise<string[]>,
+  path: string,
+): Promise<string[] | null> {
+  try {
+    return await list(path);
+  } catch (error) {
+    if (isNotFound(error)) return null;
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ConfigError(
+      `${path}: cannot list thin-edge's mapper configurations: ${reason}`,
+    );
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof Deno.errors.NotFound ||
+    (error as { code?: unknown } | null)?.code === "ENOENT";
 }
 
 /** File text, or null when it does not exist; other failures are ConfigErrors. */
@@ -346,10 +285,7 @@ async function readOptional(
   try {
     return await read(path);
   } catch (error) {
-    if (
-      error instanceof Deno.errors.NotFound ||
-      (error as { code?: unknown } | null)?.code === "ENOENT"
-    ) return null;
+    if (isNotFound(error)) return null;
     const reason = error instanceof Error ? error.message : String(error);
     throw new ConfigError(`${path}: cannot read file: ${reason}`);
   }

@@ -9,6 +9,7 @@ import { didYouMean, fail, invalid, isTable } from "./_messages.ts";
 import { parseTomlText } from "./_toml.ts";
 import { allowList, parseAllowEntry } from "./allow.ts";
 import {
+  absolutePath,
   anyString,
   c8yUrl,
   type Check,
@@ -35,6 +36,12 @@ export interface Values {
   "mqtt.topic_prefix": string;
   "mqtt.client_id": string;
   "mqtt.max_payload": number;
+  "mqtt.ca_file": string;
+  "mqtt.ca_dir": string;
+  "mqtt.cert_file": string;
+  "mqtt.key_file": string;
+  "mqtt.username": string;
+  "mqtt.password_file": string;
   "c8y.url": string;
   "c8y.device_id": string;
   "c8y.auth": AuthMethod;
@@ -42,6 +49,7 @@ export interface Values {
   "c8y.root_cert_path": string;
   "c8y.jwt_timeout": number;
   "c8y.profile": string;
+  "c8y.http": string;
   "tunnel.allow": readonly AllowRule[];
   "tunnel.max_sessions": number;
   "tunnel.connect_timeout": number;
@@ -58,7 +66,17 @@ export interface Values {
 }
 /** A key of our file, "<table>.<name>". */
 export type Key = keyof Values;
-type Required = "c8y.url" | "c8y.device_id";
+/** Keys without a default: required ones (c8y.url, c8y.device_id) and optional ones. */
+type NoDefault =
+  | "c8y.url"
+  | "c8y.device_id"
+  | "c8y.http"
+  | "mqtt.ca_file"
+  | "mqtt.ca_dir"
+  | "mqtt.cert_file"
+  | "mqtt.key_file"
+  | "mqtt.username"
+  | "mqtt.password_file";
 
 /** The check of every key of our file. */
 export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
@@ -71,6 +89,12 @@ export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
     1_048_576,
     "a number of bytes from 16384 to 1048576",
   ),
+  "mqtt.ca_file": absolutePath,
+  "mqtt.ca_dir": absolutePath,
+  "mqtt.cert_file": absolutePath,
+  "mqtt.key_file": absolutePath,
+  "mqtt.username": word,
+  "mqtt.password_file": absolutePath,
   "c8y.url": c8yUrl,
   "c8y.device_id": word,
   "c8y.auth": oneOf<AuthMethod>(["jwt", "basic", "none"]),
@@ -78,6 +102,7 @@ export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
   "c8y.root_cert_path": anyString,
   "c8y.jwt_timeout": seconds(null),
   "c8y.profile": profileName,
+  "c8y.http": c8yUrl,
   "tunnel.allow": allowList,
   "tunnel.max_sessions": integer(
     1,
@@ -97,32 +122,33 @@ export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
   "tedge.config_path": nonEmpty,
 };
 
-/** Built-in defaults; only c8y.url and c8y.device_id have none. */
-export const DEFAULTS: { readonly [K in Exclude<Key, Required>]: Values[K] } = {
-  "mqtt.host": "127.0.0.1",
-  "mqtt.port": 1883,
-  "mqtt.topic_prefix": "c8y",
-  "mqtt.client_id": "c8y-tunnel",
-  "mqtt.max_payload": 65_536,
-  "c8y.auth": "jwt",
-  "c8y.credentials_path": "/etc/c8y-tunnel/credentials.toml",
-  "c8y.root_cert_path": "",
-  "c8y.jwt_timeout": 5_000,
-  "c8y.profile": "",
-  "tunnel.allow": [parseAllowEntry("127.0.0.1:22")],
-  "tunnel.max_sessions": 16,
-  "tunnel.connect_timeout": 10_000,
-  "tunnel.idle_timeout": 3_600_000,
-  "tunnel.max_duration": 0,
-  "log.level": "info",
-  "log.format": "text",
-  "proxy.address": "",
-  "proxy.username": "",
-  "proxy.password": "",
-  "health.topic_root": "te",
-  "health.service_name": "c8y-tunnel",
-  "tedge.config_path": DEFAULT_TEDGE_CONFIG_PATH,
-};
+/** Built-in defaults of the keys that have one. */
+export const DEFAULTS: { readonly [K in Exclude<Key, NoDefault>]: Values[K] } =
+  {
+    "mqtt.host": "127.0.0.1",
+    "mqtt.port": 1883,
+    "mqtt.topic_prefix": "c8y",
+    "mqtt.client_id": "c8y-tunnel",
+    "mqtt.max_payload": 65_536,
+    "c8y.auth": "jwt",
+    "c8y.credentials_path": "/etc/c8y-tunnel/credentials.toml",
+    "c8y.root_cert_path": "",
+    "c8y.jwt_timeout": 5_000,
+    "c8y.profile": "",
+    "tunnel.allow": [parseAllowEntry("127.0.0.1:22")],
+    "tunnel.max_sessions": 16,
+    "tunnel.connect_timeout": 10_000,
+    "tunnel.idle_timeout": 3_600_000,
+    "tunnel.max_duration": 0,
+    "log.level": "info",
+    "log.format": "text",
+    "proxy.address": "",
+    "proxy.username": "",
+    "proxy.password": "",
+    "health.topic_root": "te",
+    "health.service_name": "c8y-tunnel",
+    "tedge.config_path": DEFAULT_TEDGE_CONFIG_PATH,
+  };
 
 /** Every key of our file. */
 export const KEYS = Object.keys(CHECKS) as Key[];

@@ -34,10 +34,20 @@ export interface Config {
      * mqtt.max_payload). Cumulocity never sends one above 16 KiB.
      */
     readonly maxPayloadBytes: number;
+    /** TLS to the broker; null = plain MQTT (no CA file or directory set). */
+    readonly tls: MqttTls | null;
+    /** Username/password login to the broker; null = none. */
+    readonly auth: MqttLogin | null;
   };
   readonly c8y: {
     /** Scheme + host[:port], no trailing slash, e.g. "https://t1.cumulocity.com". */
     readonly url: string;
+    /**
+     * Where the WebSocket goes, same form as `url`: key c8y.http (thin-edge's
+     * HTTP endpoint, set apart from the MQTT host by custom-domain tenants),
+     * else `url`.
+     */
+    readonly httpUrl: string;
     readonly deviceId: string;
     readonly auth: AuthMethod;
     readonly credentialsPath: string;
@@ -73,5 +83,39 @@ export interface Config {
   };
   readonly health: { readonly topicRoot: string; readonly serviceName: string };
   /** tedge.toml location; configDir is its directory (holds operations/c8y/...). */
-  readonly tedge: { readonly configPath: string; readonly configDir: string };
+  readonly tedge: {
+    readonly configPath: string;
+    readonly configDir: string;
+    /**
+     * Where thin-edge keeps the Cumulocity connection: "mappers" (2.x,
+     * `mappers/c8y[.<profile>]/mapper.toml`) or "tedge.toml" (1.x `[c8y]`).
+     */
+    readonly layout: "mappers" | "tedge.toml";
+    /** The mapper.toml in use (2.x layout; it may not exist: defaults), else null. */
+    readonly mapperFile: string | null;
+  };
+  /**
+   * Where each value came from, by key of our file (and `c8y.auth`):
+   * "<file> key <key>", "default", or a short note such as "c8y.url".
+   * For `check`; never holds a value.
+   */
+  readonly origins: { readonly [key: string]: string };
+}
+
+/**
+ * TLS to the local broker (tedge.toml `mqtt.client.auth.*`, or our [mqtt]
+ * keys): used when a CA file or directory is set, as thin-edge does.
+ */
+export interface MqttTls {
+  readonly caFile: string | null;
+  readonly caDir: string | null;
+  /** Client certificate and its key: both set, or both null. */
+  readonly certFile: string | null;
+  readonly keyFile: string | null;
+}
+
+/** Login to the local broker; the password is the first line of the password file (a secret). */
+export interface MqttLogin {
+  readonly username: string;
+  readonly password: string | null;
 }
