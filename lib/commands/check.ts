@@ -28,6 +28,7 @@ import {
   type OperationFileState,
 } from "./operation_file.ts";
 import type { AllowRule } from "../config/config.ts";
+import { describeOrigins } from "../config/origins.ts";
 
 /** One checked item. */
 export interface CheckLine {
@@ -124,11 +125,12 @@ function configLine(config: Config): CheckLine {
 }
 
 function tedgeLine(config: Config): CheckLine {
+  const origins = describeOrigins(config);
   return config.tedgeConfigFile !== null
-    ? okLine("tedge.toml", `${config.tedgeConfigFile} read`)
+    ? okLine("tedge.toml", `${config.tedgeConfigFile} read; ${origins}`)
     : okLine(
       "tedge.toml",
-      `${config.tedge.configPath} not found: thin-edge settings not used`,
+      `${config.tedge.configPath} not found: thin-edge settings not used; ${origins}`,
       "install thin-edge, or set tedge.config_path to its tedge.toml",
     );
 }

@@ -43,6 +43,11 @@ export interface Draft {
   readonly passwordFile: Setting<string> | null;
 }
 
+/** The setting unless it is absent or "" (not set). */
+function given(setting: Setting | undefined): Setting | undefined {
+  return setting === undefined || setting.value === "" ? undefined : setting;
+}
+
 /** Ours over thin-edge's over defaults. */
 export function merge(
   file: string,
@@ -63,11 +68,10 @@ export function merge(
   // The WebSocket host goes with the URL it belongs to: our url alone
   // must not be paired with the http of thin-edge's (other) tenant.
   const url = settings.get("c8y.url");
-  const http = ours.get("c8y.http") ??
-    (ours.has("c8y.url") ? undefined : tedge.settings.get("c8y.http")) ??
+  const http = given(ours.get("c8y.http")) ??
+    (ours.has("c8y.url") ? undefined : given(tedge.settings.get("c8y.http"))) ??
     (url && { value: url.value, from: "c8y.url" });
   if (http) settings.set("c8y.http", http);
-  else settings.delete("c8y.http");
 
   const auth = (ours.get("c8y.auth") as Setting<AuthMethod> | undefined) ??
     tedge.auth ?? { value: DEFAULTS["c8y.auth"], from: "default" };
@@ -99,8 +103,8 @@ export function merge(
     "device-certs",
     "tedge-certificate.pem",
   );
-  const passwordFile = settings.has("mqtt.username")
-    ? settings.get("mqtt.password_file") as Setting<string> | undefined
+  const passwordFile = given(settings.get("mqtt.username"))
+    ? given(settings.get("mqtt.password_file")) as Setting<string> | undefined
     : undefined;
   return {
     file,
@@ -136,9 +140,10 @@ function origin(setting: Setting): { file: string; key: string } | null {
 
 /** Broker TLS as thin-edge decides it: on when a CA file or directory is set. */
 function mqttTls(settings: Settings, issues: string[]): MqttTls | null {
-  const get = (key: Key) => settings.get(key)?.value as string | undefined;
-  const cert = settings.get("mqtt.cert_file");
-  const key = settings.get("mqtt.key_file");
+  const get = (key: Key) =>
+    given(settings.get(key))?.value as string | undefined;
+  const cert = given(settings.get("mqtt.cert_file"));
+  const key = given(settings.get("mqtt.key_file"));
   if ((cert === undefined) !== (key === undefined)) {
     const set = (cert ?? key)!;
     const where = origin(set);
@@ -193,7 +198,7 @@ export function finish(draft: Draft, files: DraftFiles): Config {
   const tls = mqttTls(settings, issues);
   let login: MqttLogin | null = null;
   const username = get("mqtt.username");
-  if (username !== undefined) {
+  if (username) {
     let password: string | null = null;
     if (draft.passwordFile !== null) {
       if (files.password === null) {
@@ -247,7 +252,7 @@ export function finish(draft: Draft, files: DraftFiles): Config {
     },
     c8y: {
       url: url!,
-      httpUrl: get("c8y.http") ?? url!,
+      httpUrl: get("c8y.http") || url!,
       deviceId: deviceId!,
       auth,
       credentialsPath: draft.credentialsPath,

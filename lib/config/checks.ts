@@ -63,7 +63,28 @@ export function issuesOf(
 export const absolutePath: Check<string> = (raw) =>
   typeof raw === "string" && raw.startsWith("/") && !CONTROL.test(raw)
     ? ok(raw)
-    : bad('an absolute path, e.g. "/etc/tedge/device-certs/ca.pem"');
+    : bad(ABSOLUTE);
+
+const ABSOLUTE = 'an absolute path, e.g. "/etc/tedge/device-certs/ca.pem"';
+/** "" (not set) or an absolute path. */
+export const optionalPath: Check<string> = (raw) =>
+  raw === ""
+    ? ok("")
+    : absolutePath(raw).ok
+    ? ok(raw as string)
+    : bad(ABSOLUTE);
+
+/** "" (not set) or what `check` accepts. */
+export function optional(
+  check: Check<string>,
+  expected: string,
+): Check<string> {
+  return (raw) => {
+    if (raw === "") return ok("");
+    const checked = check(raw);
+    return checked.ok ? checked : bad(`"" (not set) or ${expected}`);
+  };
+}
 
 /** Any string, "" included. */
 export const anyString: Check<string> = (raw) =>

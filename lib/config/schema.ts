@@ -9,7 +9,6 @@ import { didYouMean, fail, invalid, isTable } from "./_messages.ts";
 import { parseTomlText } from "./_toml.ts";
 import { allowList, parseAllowEntry } from "./allow.ts";
 import {
-  absolutePath,
   anyString,
   c8yUrl,
   type Check,
@@ -18,6 +17,8 @@ import {
   issuesOf,
   nonEmpty,
   oneOf,
+  optional,
+  optionalPath,
   profileName,
   proxyAddress,
   seconds,
@@ -66,17 +67,8 @@ export interface Values {
 }
 /** A key of our file, "<table>.<name>". */
 export type Key = keyof Values;
-/** Keys without a default: required ones (c8y.url, c8y.device_id) and optional ones. */
-type NoDefault =
-  | "c8y.url"
-  | "c8y.device_id"
-  | "c8y.http"
-  | "mqtt.ca_file"
-  | "mqtt.ca_dir"
-  | "mqtt.cert_file"
-  | "mqtt.key_file"
-  | "mqtt.username"
-  | "mqtt.password_file";
+/** Keys without a default: they must be set somewhere. */
+type NoDefault = "c8y.url" | "c8y.device_id";
 
 /** The check of every key of our file. */
 export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
@@ -89,12 +81,12 @@ export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
     1_048_576,
     "a number of bytes from 16384 to 1048576",
   ),
-  "mqtt.ca_file": absolutePath,
-  "mqtt.ca_dir": absolutePath,
-  "mqtt.cert_file": absolutePath,
-  "mqtt.key_file": absolutePath,
-  "mqtt.username": word,
-  "mqtt.password_file": absolutePath,
+  "mqtt.ca_file": optionalPath,
+  "mqtt.ca_dir": optionalPath,
+  "mqtt.cert_file": optionalPath,
+  "mqtt.key_file": optionalPath,
+  "mqtt.username": optional(word, "a user name without control characters"),
+  "mqtt.password_file": optionalPath,
   "c8y.url": c8yUrl,
   "c8y.device_id": word,
   "c8y.auth": oneOf<AuthMethod>(["jwt", "basic", "none"]),
@@ -102,7 +94,10 @@ export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
   "c8y.root_cert_path": anyString,
   "c8y.jwt_timeout": seconds(null),
   "c8y.profile": profileName,
-  "c8y.http": c8yUrl,
+  "c8y.http": optional(
+    c8yUrl,
+    'an http:// or https:// URL without path, or a bare host[:port], e.g. "http.example.cumulocity.com:443"',
+  ),
   "tunnel.allow": allowList,
   "tunnel.max_sessions": integer(
     1,
@@ -130,11 +125,18 @@ export const DEFAULTS: { readonly [K in Exclude<Key, NoDefault>]: Values[K] } =
     "mqtt.topic_prefix": "c8y",
     "mqtt.client_id": "c8y-tunnel",
     "mqtt.max_payload": 65_536,
+    "mqtt.ca_file": "",
+    "mqtt.ca_dir": "",
+    "mqtt.cert_file": "",
+    "mqtt.key_file": "",
+    "mqtt.username": "",
+    "mqtt.password_file": "",
     "c8y.auth": "jwt",
     "c8y.credentials_path": "/etc/c8y-tunnel/credentials.toml",
     "c8y.root_cert_path": "",
     "c8y.jwt_timeout": 5_000,
     "c8y.profile": "",
+    "c8y.http": "",
     "tunnel.allow": [parseAllowEntry("127.0.0.1:22")],
     "tunnel.max_sessions": 16,
     "tunnel.connect_timeout": 10_000,

@@ -104,7 +104,7 @@ export function sessionBuilder(
     maxDurationMs: config.tunnel.maxDurationMs,
   };
   return (request) => {
-    const url = deviceUrl(config.c8y.url, request.key);
+    const url = deviceUrl(config.c8y.httpUrl, request.key);
     const tunnel = new Tunnel(request, {
       dial: deps.dial ?? dialTcp,
       openCloud: async (signal) =>
