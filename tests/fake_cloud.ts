@@ -7,12 +7,46 @@
  */
 import type { CloseInfo, CloudLeg } from "../lib/cloud/leg.ts";
 
+/** Chunks recorded in order (copies), with a wait for a total. */
+class ByteLog {
+  readonly chunks: Uint8Array[] = [];
+  #total = 0;
+  #waiters: { bytes: number; resolve: () => void }[] = [];
+
+  add(chunk: Uint8Array): void {
+    this.chunks.push(chunk.slice());
+    this.#total += chunk.length;
+    for (const waiter of [...this.#waiters]) {
+      if (this.#total >= waiter.bytes) {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  }
+
+  /** Resolves once at least `bytes` have been added in total. */
+  atLeast(bytes: number): Promise<void> {
+    if (this.#total >= bytes) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ bytes, resolve }));
+  }
+
+  /** Everything added, joined. */
+  joined(): Uint8Array {
+    const out = new Uint8Array(this.#total);
+    let at = 0;
+    for (const chunk of this.chunks) {
+      out.set(chunk, at);
+      at += chunk.length;
+    }
+    return out;
+  }
+}
+
 /** A cloud leg whose frames the test pushes and whose sends it can hold. */
 export class FakeCloudLeg implements CloudLeg {
   readonly protocol = "binary";
   readonly closed: Promise<CloseInfo>;
-  /** Copies of every payload sent, in order. */
-  readonly sent: Uint8Array[] = [];
+  readonly #sent = new ByteLog();
   /** The reason given to close(), once called. */
   closeReason: string | undefined;
   /** Calls of receive() so far. */
@@ -25,8 +59,6 @@ export class FakeCloudLeg implements CloudLeg {
   #ended: CloseInfo | null = null;
   #wake: (() => void) | null = null;
   #hold: PromiseWithResolvers<void> | null = null;
-  #sentWaiters: { bytes: number; resolve: () => void }[] = [];
-  #sentBytes = 0;
   /** A send() is waiting for releaseSends(). */
   sendPending = false;
 
@@ -63,21 +95,19 @@ export class FakeCloudLeg implements CloudLeg {
     this.#hold = null;
   }
 
+  /** Copies of every payload sent, in order. */
+  get sent(): readonly Uint8Array[] {
+    return this.#sent.chunks;
+  }
+
   /** Resolves once at least `bytes` have been sent in total. */
   sentAtLeast(bytes: number): Promise<void> {
-    if (this.#sentBytes >= bytes) return Promise.resolve();
-    return new Promise((resolve) => this.#sentWaiters.push({ bytes, resolve }));
+    return this.#sent.atLeast(bytes);
   }
 
   /** Everything sent, joined. */
   sentBytes(): Uint8Array {
-    const out = new Uint8Array(this.#sentBytes);
-    let at = 0;
-    for (const chunk of this.sent) {
-      out.set(chunk, at);
-      at += chunk.length;
-    }
-    return out;
+    return this.#sent.joined();
   }
 
   #wakeUp(): void {
@@ -95,14 +125,7 @@ export class FakeCloudLeg implements CloudLeg {
     if (this.closeReason !== undefined) {
       throw new Error("Cannot send to the cloud: the WebSocket is closing");
     }
-    this.sent.push(this.#space.slice(0, length));
-    this.#sentBytes += length;
-    for (const waiter of [...this.#sentWaiters]) {
-      if (this.#sentBytes >= waiter.bytes) {
-        this.#sentWaiters.splice(this.#sentWaiters.indexOf(waiter), 1);
-        waiter.resolve();
-      }
-    }
+    this.#sent.add(this.#space.subarray(0, length));
     if (this.#hold) {
       this.sendPending = true;
       await this.#hold.promise;
@@ -144,8 +167,7 @@ export class FakeCloudLeg implements CloudLeg {
  * after end()), writes are recorded and can be held.
  */
 export class FakeTarget {
-  /** Everything written to the target, in order (copies). */
-  readonly written: Uint8Array[] = [];
+  readonly #written = new ByteLog();
   closed = false;
   /** Calls of read() so far. */
   reads = 0;
@@ -157,8 +179,6 @@ export class FakeTarget {
   #eof = false;
   #wake: (() => void) | null = null;
   #hold: PromiseWithResolvers<void> | null = null;
-  #writtenWaiters: { bytes: number; resolve: () => void }[] = [];
-  #writtenBytes = 0;
   #closedWaiters: (() => void)[] = [];
 
   /** Bytes for the pump's next reads. */
@@ -182,12 +202,14 @@ export class FakeTarget {
     this.#hold = null;
   }
 
+  /** Everything written to the target, in order (copies). */
+  get written(): readonly Uint8Array[] {
+    return this.#written.chunks;
+  }
+
   /** Resolves once at least `bytes` have been written in total. */
   writtenAtLeast(bytes: number): Promise<void> {
-    if (this.#writtenBytes >= bytes) return Promise.resolve();
-    return new Promise((resolve) =>
-      this.#writtenWaiters.push({ bytes, resolve })
-    );
+    return this.#written.atLeast(bytes);
   }
 
   /** Resolves once the pump closed the target. */
@@ -198,13 +220,7 @@ export class FakeTarget {
 
   /** Everything written, joined. */
   writtenBytes(): Uint8Array {
-    const out = new Uint8Array(this.#writtenBytes);
-    let at = 0;
-    for (const chunk of this.written) {
-      out.set(chunk, at);
-      at += chunk.length;
-    }
-    return out;
+    return this.#written.joined();
   }
 
   #wakeUp(): void {
@@ -240,14 +256,7 @@ export class FakeTarget {
       this.writePending = false;
       if (this.closed) throw new Deno.errors.BadResource("closed");
     }
-    this.written.push(bytes.slice());
-    this.#writtenBytes += bytes.length;
-    for (const waiter of [...this.#writtenWaiters]) {
-      if (this.#writtenBytes >= waiter.bytes) {
-        this.#writtenWaiters.splice(this.#writtenWaiters.indexOf(waiter), 1);
-        waiter.resolve();
-      }
-    }
+    this.#written.add(bytes);
     return bytes.length;
   }
 
