@@ -104,6 +104,7 @@ Deno.test({
     assert.equal(parse(health.payload).status, "up");
     const service = await late.waitFor((m) => m.topic === SERVICE);
     assert.deepEqual(parse(service.payload), {
+      "@parent": "device/main//",
       "@type": "service",
       name: "c8y-tunnel",
       type: "service",
@@ -134,12 +135,16 @@ Deno.test({
     );
     const late = await rig.observer([HEALTH]);
     const retained = await late.waitFor((m) => m.topic === HEALTH);
-    assert.deepEqual(parse(retained.payload), { status: "down" });
+    assert.deepEqual(parse(retained.payload), {
+      status: "down",
+      pid: agent.process.pid,
+    });
   },
 });
 
 Deno.test({
-  name: 'health: SIGKILL leaves the last will {"status":"down"}, retained',
+  name:
+    'health: SIGKILL leaves the last will {"status":"down","pid":…}, retained',
   ignore: !HAVE_MOSQUITTO,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -155,10 +160,11 @@ Deno.test({
     const down = await live.waitFor((m) =>
       m.topic === HEALTH && parse(m.payload).status === "down"
     );
-    assert.deepEqual(parse(down.payload), { status: "down" });
+    const expected = { status: "down", pid: agent.process.pid };
+    assert.deepEqual(parse(down.payload), expected);
     const late = await rig.observer([HEALTH]);
     const retained = await late.waitFor((m) => m.topic === HEALTH);
-    assert.deepEqual(parse(retained.payload), { status: "down" });
+    assert.deepEqual(parse(retained.payload), expected);
   },
 });
 

@@ -277,6 +277,8 @@ export function finish(draft: Draft, files: DraftFiles): Config {
     health: {
       topicRoot: get("health.topic_root")!,
       serviceName: get("health.service_name")!,
+      deviceTopicId: get("health.device_topic_id")!,
+      serviceType: get("health.service_type")!,
     },
     tedge: {
       configPath: draft.tedgePath,

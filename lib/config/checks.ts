@@ -156,6 +156,12 @@ export function topic(singleLevel: boolean): Check<string> {
       : bad(expected);
 }
 
+/** thin-edge's `mqtt.device_topic_id` in its default scheme, `device/<id>//` (services hang below it). */
+export const deviceTopicId: Check<string> = (raw) =>
+  typeof raw === "string" && /^device\/[^/+#\u0000-\u001f]+\/\/$/.test(raw)
+    ? ok(raw)
+    : bad('a device topic id of thin-edge\'s default scheme, "device/<id>//"');
+
 /** "" (the default connection) or a thin-edge profile name. */
 export const profileName: Check<string> = (raw) =>
   typeof raw === "string" && (raw === "" || PROFILE_NAME.test(raw))

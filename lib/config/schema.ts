@@ -12,6 +12,7 @@ import {
   anyString,
   c8yUrl,
   type Check,
+  deviceTopicId,
   type Checked,
   integer,
   issuesOf,
@@ -63,6 +64,8 @@ export interface Values {
   "proxy.password": string;
   "health.topic_root": string;
   "health.service_name": string;
+  "health.device_topic_id": string;
+  "health.service_type": string;
   "tedge.config_path": string;
 }
 /** A key of our file, "<table>.<name>". */
@@ -114,6 +117,8 @@ export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
   "proxy.password": anyString,
   "health.topic_root": topic(false),
   "health.service_name": topic(true),
+  "health.device_topic_id": deviceTopicId,
+  "health.service_type": word,
   "tedge.config_path": nonEmpty,
 };
 
@@ -149,6 +154,8 @@ export const DEFAULTS: { readonly [K in Exclude<Key, NoDefault>]: Values[K] } =
     "proxy.password": "",
     "health.topic_root": "te",
     "health.service_name": "c8y-tunnel",
+    "health.device_topic_id": "device/main//",
+    "health.service_type": "service",
     "tedge.config_path": DEFAULT_TEDGE_CONFIG_PATH,
   };
 

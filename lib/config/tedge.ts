@@ -64,6 +64,9 @@ const TEDGE_FALLBACKS: readonly (readonly [string, Key])[] = [
   ["proxy.address", "proxy.address"],
   ["proxy.username", "proxy.username"],
   ["proxy.password", "proxy.password"],
+  ["mqtt.topic_root", "health.topic_root"],
+  ["mqtt.device_topic_id", "health.device_topic_id"],
+  ["service.type", "health.service_type"],
   // thin-edge's c8y.device.id (and a profile's) defaults to device.id.
   ["device.id", "c8y.device_id"],
 ];

@@ -81,7 +81,17 @@ export interface Config {
     readonly username: string;
     readonly password: string;
   };
-  readonly health: { readonly topicRoot: string; readonly serviceName: string };
+  /**
+   * thin-edge service health: topic root and device topic id (tedge.toml
+   * `mqtt.topic_root`, `mqtt.device_topic_id`), our service's name, and the
+   * `type` of its registration (tedge.toml `service.type`).
+   */
+  readonly health: {
+    readonly topicRoot: string;
+    readonly serviceName: string;
+    readonly deviceTopicId: string;
+    readonly serviceType: string;
+  };
   /** tedge.toml location; configDir is its directory (holds operations/c8y/...). */
   readonly tedge: {
     readonly configPath: string;

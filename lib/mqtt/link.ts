@@ -34,6 +34,33 @@ export function noDelay(client: mqtt.MqttClient): void {
   stream?.setNoDelay?.(true);
 }
 
+/**
+ * A thin-edge health message (tedge_api health.rs): `up` with the pid and
+ * the time (unix seconds), `down` (also the last will) with the pid.
+ */
+export function healthPayload(
+  status: "up" | "down",
+  timeS?: number,
+): { status: "up" | "down"; pid: number; time?: number } {
+  return status === "up"
+    ? { status, pid: Deno.pid, time: timeS ?? Math.floor(Date.now() / 1000) }
+    : { status, pid: Deno.pid };
+}
+
+/**
+ * The service's registration as thin-edge's entity store expects it (what
+ * its own services publish): `@parent` is the device topic id, `type` is
+ * tedge.toml's `service.type`; keys in thin-edge's (sorted) order.
+ */
+export function serviceRegistration(config: Config): string {
+  return JSON.stringify({
+    "@parent": config.health.deviceTopicId,
+    "@type": "service",
+    name: config.health.serviceName,
+    type: config.health.serviceType,
+  });
+}
+
 /** Options of {@linkcode MqttLink.connect}. */
 export interface MqttLinkOptions {
   readonly config: Config;
@@ -87,7 +114,7 @@ export class MqttLink implements AsyncDisposable {
           will: {
             topic: this.topics.health,
             payload: new TextEncoder().encode(
-              JSON.stringify({ status: "down" }),
+              JSON.stringify(healthPayload("down")),
             ) as never,
             qos: 1 as const,
             retain: true,
@@ -133,6 +160,7 @@ export class MqttLink implements AsyncDisposable {
       topics.push(this.topics.smartRestIn, this.topics.operationsIn);
     }
     if (config.c8y.auth === "jwt") topics.push(this.topics.jwtResponse);
+    if (this.#options.health) topics.push(...this.topics.healthChecks);
     topics.push(...(this.#options.extraTopics ?? []));
     try {
       if (topics.length > 0) {
@@ -142,11 +170,7 @@ export class MqttLink implements AsyncDisposable {
       if (this.#options.health) {
         await this.#client.publishAsync(
           this.topics.service,
-          JSON.stringify({
-            "@type": "service",
-            name: config.health.serviceName,
-            type: "service",
-          }),
+          serviceRegistration(config),
           { qos: 1, retain: true },
         );
         await this.#publishHealth("up");
@@ -190,6 +214,12 @@ export class MqttLink implements AsyncDisposable {
       this.#onJwtMessage(text);
       return;
     }
+    if (this.#options.health && this.topics.healthChecks.includes(topic)) {
+      // thin-edge's health check: any message asks the service to publish
+      // its health again.
+      this.#publishHealth("up").catch(() => {});
+      return;
+    }
     try {
       this.#options.onMessage(topic, text);
     } catch (error) {
@@ -212,9 +242,7 @@ export class MqttLink implements AsyncDisposable {
 
   async #publishHealth(status: "up" | "down"): Promise<void> {
     const nowS = (this.#options.nowSeconds ?? (() => Date.now() / 1000))();
-    const body = status === "up"
-      ? { status, pid: Deno.pid, time: Math.floor(nowS) }
-      : { status };
+    const body = healthPayload(status, Math.floor(nowS));
     await this.#client.publishAsync(this.topics.health, JSON.stringify(body), {
       qos: 1,
       retain: true,

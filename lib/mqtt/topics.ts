@@ -22,6 +22,12 @@ export interface Topics {
   readonly health: string;
   /** The service's retained registration (`<root>/device/main/service/<name>`). */
   readonly service: string;
+  /**
+   * Health checks the service answers by publishing its health again, as
+   * thin-edge services do: its own (`<root>/device/main/service/<name>/cmd/health/check`)
+   * and the device-wide one (`<root>/device/main///cmd/health/check`).
+   */
+  readonly healthChecks: readonly string[];
   /** Where the status of an operation for `deviceId` goes: `<prefix>/s/us`, or `<prefix>/s/us/<child id>`. */
   statusOut(deviceId: string): string;
   /** The daemon subscribes to this filter for handed-over requests (`<service name>/connect/request/+`). */
@@ -35,8 +41,10 @@ export interface Topics {
 /** Builds the topic names for `config`. */
 export function topicsFor(config: Config): Topics {
   const prefix = config.mqtt.topicPrefix;
-  const service =
-    `${config.health.topicRoot}/device/main/service/${config.health.serviceName}`;
+  const { topicRoot, deviceTopicId, serviceName } = config.health;
+  // device/<id>// -> device/<id>/service/<name> (thin-edge's default scheme)
+  const serviceId = deviceTopicId.replace(/\/\/$/, `/service/${serviceName}`);
+  const service = `${topicRoot}/${serviceId}`;
   const handoff = `${config.health.serviceName}/connect`;
   const mainDevice = config.c8y.deviceId;
   return {
@@ -46,6 +54,10 @@ export function topicsFor(config: Config): Topics {
     jwtResponse: `${prefix}/s/dat`,
     health: `${service}/status/health`,
     service,
+    healthChecks: [
+      `${service}/cmd/health/check`,
+      `${topicRoot}/${deviceTopicId}/cmd/health/check`,
+    ],
     statusOut: (deviceId) =>
       deviceId === mainDevice ? `${prefix}/s/us` : `${prefix}/s/us/${deviceId}`,
     handoffRequests: `${handoff}/request/+`,
