@@ -145,7 +145,12 @@ Deno.test("parseConfig() applies the built-in defaults", () => {
     },
     log: { level: "info", format: "text" },
     proxy: { address: "", username: "", password: "" },
-    health: { topicRoot: "te", serviceName: "c8y-tunnel" },
+    health: {
+      topicRoot: "te",
+      serviceName: "c8y-tunnel",
+      deviceTopicId: "device/main//",
+      serviceType: "service",
+    },
     tedge: {
       configPath: "/etc/tedge/tedge.toml",
       configDir: "/etc/tedge",
@@ -207,6 +212,8 @@ password = "pp"
 [health]
 topic_root = "te2"
 service_name = "tunnel-svc"
+device_topic_id = "device/gw2//"
+service_type = "systemd"
 
 [tedge]
 config_path = "/opt/tedge/tedge.toml"
@@ -261,7 +268,12 @@ Deno.test("parseConfig() reads every key of its own file", () => {
       username: "pu",
       password: "pp",
     },
-    health: { topicRoot: "te2", serviceName: "tunnel-svc" },
+    health: {
+      topicRoot: "te2",
+      serviceName: "tunnel-svc",
+      deviceTopicId: "device/gw2//",
+      serviceType: "systemd",
+    },
     tedge: {
       configPath: "/opt/tedge/tedge.toml",
       configDir: "/opt/tedge",

@@ -158,7 +158,8 @@ export function topic(singleLevel: boolean): Check<string> {
 
 /** thin-edge's `mqtt.device_topic_id` in its default scheme, `device/<id>//` (services hang below it). */
 export const deviceTopicId: Check<string> = (raw) =>
-  typeof raw === "string" && /^device\/[^/+#\u0000-\u001f]+\/\/$/.test(raw)
+  typeof raw === "string" && /^device\/[^/+#]+\/\/$/.test(raw) &&
+    !CONTROL.test(raw)
     ? ok(raw)
     : bad('a device topic id of thin-edge\'s default scheme, "device/<id>//"');
 
