@@ -1,9 +1,11 @@
 /**
  * Real programs for system tests: mosquitto, sshd, the agent as its own
- * process. Each starter returns a handle whose `stop()` frees everything.
+ * process. Each starter returns a handle whose `stop()` frees everything,
+ * once the program has said (on its output) that it listens.
  *
  * @module
  */
+import { deadline } from "../lib/util/deadline.ts";
 
 /** True when an executable exists at `path`. */
 export function installed(path: string): boolean {
@@ -22,24 +24,26 @@ export function freePort(): number {
   return port;
 }
 
-/** Resolves once something accepts TCP connections on 127.0.0.1:port. */
+/**
+ * Resolves once something accepts TCP connections on 127.0.0.1:port, by
+ * trying every 25 ms. Prefer {@linkcode Started.waitForOutput} on the
+ * program's own "listening" line, which needs no polling.
+ */
 export async function waitForPort(
   port: number,
   timeoutMs = 10_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const until = Date.now() + timeoutMs;
   while (true) {
     try {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       conn.close();
       return;
     } catch (error) {
-      if (Date.now() > deadline) {
+      if (Date.now() > until) {
         throw new Error(
           `Cannot connect to 127.0.0.1:${port}: nothing listened within ${timeoutMs} ms`,
-          {
-            cause: error,
-          },
+          { cause: error },
         );
       }
       await new Promise((r) => setTimeout(r, 25));
@@ -52,6 +56,11 @@ export interface Started {
   readonly process: Deno.ChildProcess;
   /** Everything written to stdout and stderr so far. */
   output(): string;
+  /**
+   * Resolves once the output matches `pattern` (checked as output arrives);
+   * rejects when the process ends first or after `timeoutMs`.
+   */
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
   /** SIGTERM, then wait for exit; returns the status. */
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
 }
@@ -71,9 +80,11 @@ export function spawn(
   }).spawn();
   let text = "";
   const decoder = new TextDecoder();
+  const waiters = new Set<() => void>();
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     for await (const chunk of stream) {
       text += decoder.decode(chunk, { stream: true });
+      for (const check of waiters) check();
     }
   };
   const drained = Promise.all([drain(process.stdout), drain(process.stderr)]);
@@ -81,6 +92,29 @@ export function spawn(
   return {
     process,
     output: () => text,
+    async waitForOutput(pattern: RegExp, timeoutMs = 10_000) {
+      const seen = Promise.withResolvers<void>();
+      const check = () => {
+        if (pattern.test(text)) seen.resolve();
+      };
+      waiters.add(check);
+      check();
+      const ended = process.status.then((status) => {
+        throw new Error(
+          `${command} exited (code ${status.code}) before printing ${pattern}: ${text}`,
+        );
+      });
+      ended.catch(() => {});
+      try {
+        await deadline(
+          Promise.race([seen.promise, ended]),
+          timeoutMs,
+          `${command} did not print ${pattern} within ${timeoutMs} ms: ${text}`,
+        );
+      } finally {
+        waiters.delete(check);
+      }
+    },
     stop(signal: Deno.Signal = "SIGTERM") {
       stopped ??= (async () => {
         try {
@@ -108,12 +142,15 @@ export async function startMosquitto(
       "allow_anonymous true",
       "set_tcp_nodelay true",
       "persistence false",
-      "log_dest stdout",
+      // stderr is unbuffered: its start-up lines arrive as they are written.
+      "log_dest stderr",
       "",
     ].join("\n"),
   );
   const started = spawn("/usr/sbin/mosquitto", ["-c", conf]);
-  await waitForPort(port);
+  await started.waitForOutput(
+    new RegExp(`Opening ipv4 listen socket on port ${port}\\.`),
+  );
   return started;
 }
 
@@ -162,7 +199,9 @@ export async function startSshd(dir: string): Promise<Sshd> {
     ].join("\n"),
   );
   const started = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config]);
-  await waitForPort(port);
+  await started.waitForOutput(
+    new RegExp(`Server listening on 127\\.0\\.0\\.1 port ${port}\\.`),
+  );
   const user = new TextDecoder().decode(
     (await new Deno.Command("id", { args: ["-un"], stdout: "piped" }).output())
       .stdout,
