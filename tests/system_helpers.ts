@@ -148,9 +148,9 @@ export async function startMosquitto(
     ].join("\n"),
   );
   const started = spawn("/usr/sbin/mosquitto", ["-c", conf]);
-  await started.waitForOutput(
-    new RegExp(`Opening ipv4 listen socket on port ${port}\\.`),
-  );
+  // Printed once every listener is open (the "Opening … socket" line comes
+  // before its listen()).
+  await started.waitForOutput(/mosquitto version \S+ running/);
   return started;
 }
 
