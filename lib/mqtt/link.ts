@@ -6,7 +6,9 @@
  *
  * @module
  */
-import mqtt from "mqtt";
+import type mqtt from "mqtt";
+import clientEntry from "mqtt/lib/client";
+import { createConnection } from "node:net";
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../util/log.ts";
 import { deadline, settlesWithin } from "../util/deadline.ts";
@@ -22,6 +24,46 @@ export const RECONNECT_MAX_MS = 30_000;
 
 /** Seconds of validity a cached JWT must have left to be reused. */
 const JWT_MARGIN_S = 60;
+
+/**
+ * MQTT.js's client class, from the package's `mqtt/lib/client` entry: its
+ * main entry also loads every transport (WebSocket, TLS, SOCKS, …) that a
+ * client of the local broker never uses.
+ */
+const MqttClient: typeof mqtt.MqttClient = typeof clientEntry === "function"
+  ? clientEntry
+  : (clientEntry as unknown as { default: typeof mqtt.MqttClient }).default;
+
+/** Options of {@linkcode connectMqtt}: MQTT.js's, with the broker's address. */
+export type MqttConnectOptions = mqtt.IClientOptions & {
+  readonly host: string;
+  readonly port: number;
+};
+
+/**
+ * An MQTT.js client of the broker at `host:port` over plain TCP, as
+ * `mqtt.connect` makes one (a new socket on each reconnect), with
+ * `writeCache: false`: otherwise mqtt-packet builds a Buffer for each of
+ * the 65536 packet ids on the first write, which cost the agent 10 MiB of
+ * private memory (docs/bench.md).
+ */
+export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
+  const { host, port } = options;
+  const client = new MqttClient(
+    () => createConnection({ host, port }) as never,
+    { ...options, writeCache: false },
+  );
+  // As mqtt.connect does: an "error" event without a listener would throw.
+  client.on("error", () => {});
+  return client;
+}
+
+/** Reconnect backoff of `client`: doubles from {@linkcode RECONNECT_MIN_MS} up to {@linkcode RECONNECT_MAX_MS}, reset on connect. */
+function backOff(client: mqtt.MqttClient): number {
+  const period = client.options.reconnectPeriod ?? RECONNECT_MIN_MS;
+  client.options.reconnectPeriod = Math.min(period * 2, RECONNECT_MAX_MS);
+  return period;
+}
 
 /**
  * Turns off Nagle's algorithm on the client's socket: status lines and
@@ -82,6 +124,16 @@ export interface MqttLinkOptions {
 export class MqttLink implements AsyncDisposable {
   readonly topics: Topics;
   readonly #client: mqtt.MqttClient;
+  /**
+   * Where {@linkcode publish} sends (statuses, JWT requests, handoff
+   * replies): in daemon mode a second connection. On a broker with Nagle on
+   * (mosquitto's default, thin-edge's) the broker's PUBACK of a status would
+   * otherwise stay unacknowledged while this host delays its ACK (~40 ms),
+   * and the next request PUBLISH would wait behind it. On the request
+   * connection the agent answers every PUBLISH with its PUBACK at once, so
+   * nothing waits there. Statuses stay QoS 1.
+   */
+  readonly #publisher: mqtt.MqttClient;
   readonly #options: MqttLinkOptions;
   readonly #decoder = new TextDecoder();
   #jwtWaiters = new Set<(token: string) => void>();
@@ -99,7 +151,7 @@ export class MqttLink implements AsyncDisposable {
     this.topics = topicsFor(options.config);
     this.#ready = new Promise((resolve) => this.#markReady = resolve);
     const { mqtt: settings } = options.config;
-    this.#client = mqtt.connect({
+    this.#client = connectMqtt({
       host: settings.host,
       port: settings.port,
       protocol: "mqtt",
@@ -122,6 +174,26 @@ export class MqttLink implements AsyncDisposable {
         }
         : {}),
     });
+    this.#publisher = options.operations
+      ? connectMqtt({
+        host: settings.host,
+        port: settings.port,
+        protocol: "mqtt",
+        clientId: `${options.clientId ?? settings.clientId}-out`,
+        clean: true,
+        keepalive: 60,
+        reconnectPeriod: RECONNECT_MIN_MS,
+        connectTimeout: 10_000,
+      })
+      : this.#client;
+    if (this.#publisher !== this.#client) {
+      const publisher = this.#publisher;
+      publisher.on("connect", () => {
+        noDelay(publisher);
+        publisher.options.reconnectPeriod = RECONNECT_MIN_MS;
+      });
+      publisher.on("close", () => backOff(publisher));
+    }
     this.#client.on("connect", () => this.#onConnect());
     this.#client.on("close", () => this.#onClose());
     this.#client.on("error", (error) => {
@@ -193,11 +265,7 @@ export class MqttLink implements AsyncDisposable {
   #onClose(): void {
     if (this.#closing) return;
     this.#subscribed = Promise.withResolvers<void>();
-    const period = this.#client.options.reconnectPeriod ?? RECONNECT_MIN_MS;
-    this.#client.options.reconnectPeriod = Math.min(
-      period * 2,
-      RECONNECT_MAX_MS,
-    );
+    const period = backOff(this.#client);
     this.#options.log.info(
       "MQTT connection to {broker} lost; retrying in {seconds} s",
       {
@@ -251,7 +319,7 @@ export class MqttLink implements AsyncDisposable {
 
   /** Publishes one message (QoS 1; queued while the broker is away). */
   async publish(topic: string, payload: string): Promise<void> {
-    await this.#client.publishAsync(topic, payload, { qos: 1 });
+    await this.#publisher.publishAsync(topic, payload, { qos: 1 });
   }
 
   /**
@@ -329,7 +397,11 @@ export class MqttLink implements AsyncDisposable {
     if (this.#options.health && this.#client.connected) {
       await settlesWithin(this.#publishHealth("down"), 1000);
     }
-    await this.#client.endAsync(!this.#client.connected);
+    const end = (client: mqtt.MqttClient) => client.endAsync(!client.connected);
+    await Promise.all([
+      end(this.#client),
+      this.#publisher !== this.#client ? end(this.#publisher) : undefined,
+    ]);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -8,11 +8,11 @@
  *
  * @module
  */
-import mqtt from "mqtt";
+import type mqtt from "mqtt";
 import type { Config } from "../config/config.ts";
 import { deadline } from "../util/deadline.ts";
 import { parseJwtAnswer } from "./jwt.ts";
-import { noDelay } from "./link.ts";
+import { connectMqtt, noDelay } from "./link.ts";
 import { type Topics, topicsFor } from "./topics.ts";
 
 /** Options of {@linkcode MqttOnce.connect}. */
@@ -72,7 +72,7 @@ export class MqttOnce implements AsyncDisposable {
     config: Config,
     options: MqttOnceOptions,
   ): Promise<MqttOnce> {
-    const client = mqtt.connect({
+    const client = connectMqtt({
       host: config.mqtt.host,
       port: config.mqtt.port,
       protocol: "mqtt",
