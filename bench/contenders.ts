@@ -15,6 +15,7 @@
  * @module
  */
 import { type Cloud, type Operator, ROOT, stopProcess, which } from "./rig.ts";
+import { v8FlagsArg } from "../scripts/compile.ts";
 
 /** A contender, started. */
 export interface Running extends AsyncDisposable {
@@ -170,10 +171,11 @@ async function startAgent(rig: RigInfo): Promise<Running> {
     pluginConfig,
     agentConfig(rig, "c8y-plugin", "c8y-tunnel-plugin"),
   );
-  // BENCH_AGENT_FLAGS: extra `deno run` flags for experiments (e.g. V8 flags).
-  const extra = (Deno.env.get("BENCH_AGENT_FLAGS") ?? "").split(" ").filter(
-    Boolean,
-  );
+  // As users start it: with the V8 flags of the binaries and the start
+  // task. BENCH_AGENT_FLAGS replaces them with other `deno run` flags for
+  // experiments (e.g. other V8 flags; "" for none).
+  const extra = (Deno.env.get("BENCH_AGENT_FLAGS") ?? v8FlagsArg()).split(" ")
+    .filter(Boolean);
   const runtime = ["run", "-A", ...extra, `${ROOT}main.ts`];
   const args = [...runtime, "run", "--config", config];
   const ready = rig.operator.waitFor(

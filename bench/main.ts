@@ -596,6 +596,9 @@ async function main(): Promise<number> {
         op: stack.use(await Operator.connect(service.port)),
       });
       brokerNames.push(service.description);
+      if (Deno.env.get("BENCH_DEBUG")) {
+        console.error(`bench: broker ${kind} on port ${service.port}`);
+      }
     }
     let broker = brokers.get(selected[0]?.broker ?? "nodelay")!;
     let current: string | null = null;

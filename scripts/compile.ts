@@ -1,6 +1,6 @@
 /**
  * Builds the c8y-tunnel executables with `deno compile`, with the narrowest
- * permissions baked in (see scripts/permissions.ts).
+ * permissions (see scripts/permissions.ts) and {@linkcode V8_FLAGS} baked in.
  *
  *     deno run -A scripts/compile.ts [--target x86_64-unknown-linux-gnu|aarch64-unknown-linux-gnu|all]
  *                                    [--out-dir dist] [--entry main.ts]
@@ -22,6 +22,20 @@ import {
   permissionFlags,
   type PermissionOptions,
 } from "./permissions.ts";
+
+/**
+ * V8 flags the agent runs with wherever users start it: baked into the
+ * binaries (`deno compile --v8-flags=…`), in deno.json's `start` task and in
+ * the README's run-from-checkout command (tests/install_test.ts checks that
+ * they agree). Each was measured for idle memory, throughput and latency;
+ * docs/bench.md has the figures and the flags that were tried and dropped.
+ */
+export const V8_FLAGS: readonly string[] = ["--max-semi-space-size=1"];
+
+/** {@linkcode V8_FLAGS} as one `deno run`/`deno compile` argument. */
+export function v8FlagsArg(flags: readonly string[] = V8_FLAGS): string {
+  return `--v8-flags=${flags.join(",")}`;
+}
 
 /** The targets c8y-tunnel is built for (Deno has no 32-bit ARM target). */
 export const TARGETS = [
@@ -153,6 +167,7 @@ export function compileArgs(
   return [
     "compile",
     ...compileFlags(options.permissions),
+    v8FlagsArg(),
     ...unstable,
     "--target",
     target,

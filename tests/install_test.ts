@@ -26,6 +26,8 @@ import {
   outputPath,
   parseCommandLine,
   unstableFlags,
+  V8_FLAGS,
+  v8FlagsArg,
 } from "../scripts/compile.ts";
 import { echo, readBytes, rigToml, startRig, tcpServer } from "./harness.ts";
 
@@ -689,7 +691,7 @@ Deno.test("parseCommandLine() picks targets and merges permission lists", () => 
   assert.throws(() => parseCommandLine(["--bogus"], () => undefined), /usage/);
 });
 
-Deno.test("compileArgs() bakes the permissions and deno.json's unstable features", async () => {
+Deno.test("compileArgs() bakes the permissions, the V8 flags and deno.json's unstable features", async () => {
   const options = parseCommandLine(
     ["--target", "aarch64-unknown-linux-gnu"],
     () => undefined,
@@ -701,6 +703,7 @@ Deno.test("compileArgs() bakes the permissions and deno.json's unstable features
     [
       "compile",
       ...compileFlags(),
+      v8FlagsArg(),
       ...unstable,
       "--target",
       "aarch64-unknown-linux-gnu",
@@ -712,6 +715,23 @@ Deno.test("compileArgs() bakes the permissions and deno.json's unstable features
   assert.equal(
     outputPath("out/", "x86_64-unknown-linux-gnu"),
     "out/c8y-tunnel-x86_64-unknown-linux-gnu",
+  );
+});
+
+Deno.test("V8_FLAGS are the same in the binaries, the start task and the README", async () => {
+  assert.ok(V8_FLAGS.length > 0);
+  assert.equal(v8FlagsArg(["--a", "--b=1"]), "--v8-flags=--a,--b=1");
+  const denoJson = JSON.parse(await Deno.readTextFile(path("deno.json"))) as {
+    tasks: Record<string, string>;
+  };
+  assert.ok(
+    denoJson.tasks.start!.split(" ").includes(v8FlagsArg()),
+    `deno.json's start task lacks ${v8FlagsArg()}: ${denoJson.tasks.start}`,
+  );
+  const readme = await Deno.readTextFile(path("README.md"));
+  assert.ok(
+    readme.includes(`deno run --no-prompt ${v8FlagsArg()} \\`),
+    `README's run-from-checkout command lacks ${v8FlagsArg()}`,
   );
 });
 
