@@ -7,14 +7,18 @@
  */
 
 /**
- * Where the agent reads: its config, tedge.toml, credentials, device
- * certificate and CA files (the two directories), and the user and group
- * databases, where `init` looks up user tedge to give it the operation file
+ * Where the agent reads: its config, tedge.toml, thin-edge 2.x's
+ * `mappers/`, credentials, device certificate and CA files (the first two
+ * directories); the operating system's CA store `/etc/ssl/certs`,
+ * thin-edge's default `c8y.root_cert_path` (its symlinks are followed
+ * without a grant for their targets); and the user and group databases,
+ * where `init` looks up user tedge to give it the operation file
  * (lib/config/operation_file.ts `lookupOwner`).
  */
 export const READ_PATHS: readonly string[] = [
   "/etc/c8y-tunnel",
   "/etc/tedge",
+  "/etc/ssl/certs",
   "/etc/passwd",
   "/etc/group",
 ];

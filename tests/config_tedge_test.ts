@@ -38,6 +38,9 @@ Deno.test("loadConfig() reads a fresh thin-edge 2.x device from mappers/c8y/mapp
   assert.equal(config.c8y.deviceId, "fresh-2x-device");
   assert.equal(config.c8y.auth, "jwt");
   assert.equal(config.mqtt.topicPrefix, "c8y");
+  // thin-edge's trust: its default root_cert_path, the OS store
+  assert.equal(config.c8y.rootCertPath, "/etc/ssl/certs");
+  assert.equal(config.origins["c8y.root_cert_path"], "thin-edge's default");
   assert.equal(config.mqtt.tls, null);
   assert.equal(config.mqtt.auth, null);
   assert.deepEqual(
@@ -284,7 +287,11 @@ Deno.test("describeOrigins() names the layout and the file and key of each value
     text,
   );
   assert.ok(text.includes("mqtt.password_file from"), text);
-  assert.ok(text.includes("c8y.root_cert_path from default"), text);
+  assert.ok(
+    text.includes("c8y.root_cert_path from thin-edge's default"),
+    text,
+  );
+  assert.ok(!text.includes("mqtt.ca_dir"), text); // not set: not shown
   assert.ok(!text.includes("fixture-broker-password"), text);
   await using legacy = await copyTedgeFixture("unmigrated-1x");
   assert.match(

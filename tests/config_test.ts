@@ -493,7 +493,9 @@ Deno.test("parseConfig() does not fill a profile's unset keys from the default [
   assert.equal(config.c8y.profile, "Third");
   assert.equal(config.c8y.url, "https://t3.cumulocity.com");
   assert.equal(config.mqtt.topicPrefix, "c8y-third");
-  assert.equal(config.c8y.rootCertPath, ""); // not [c8y]'s /etc/ssl/certs
+  // not [c8y]'s value but thin-edge's default (the same path here)
+  assert.equal(config.c8y.rootCertPath, "/etc/ssl/certs");
+  assert.equal(config.origins["c8y.root_cert_path"], "thin-edge's default");
   assert.equal(config.c8y.credentialsPath, "/etc/c8y-tunnel/credentials.toml");
   assert.equal(config.c8y.auth, "jwt");
   // c8y.device.id of a profile defaults to the top-level device.id.

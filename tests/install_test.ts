@@ -578,11 +578,11 @@ Deno.test("permissionFlags() scopes read and write, and net only when asked", ()
   assert.deepEqual(
     permissionFlags({
       net: ["127.0.0.1:1883", "t1.example.com:443"],
-      extraRead: ["/etc/ssl/certs", "/etc/tedge"],
+      extraRead: ["/usr/local/share/ca-certificates", "/etc/tedge"],
       extraWrite: ["/srv/tedge/operations"],
     }),
     [
-      `--allow-read=${read},/etc/ssl/certs`,
+      `--allow-read=${read},/usr/local/share/ca-certificates`,
       "--allow-write=/etc/tedge/operations,/srv/tedge/operations",
       `--allow-env=${ENV_READ.join(",")}`,
       "--allow-net=127.0.0.1:1883,t1.example.com:443",
@@ -646,7 +646,7 @@ Deno.test("SPAWNS_SELF, SYS, READ_PATHS and ENV_READ match the agent's source", 
       `--allow-sys=${name} disagrees with the use of Deno.${call}(): ${fix}`,
     );
   }
-  for (const file of ["/etc/passwd", "/etc/group"]) {
+  for (const file of ["/etc/passwd", "/etc/group", "/etc/ssl/certs"]) {
     assert.equal(
       READ_PATHS.includes(file),
       source.includes(`"${file}"`),

@@ -43,6 +43,9 @@ export interface Draft {
   readonly passwordFile: Setting<string> | null;
 }
 
+/** thin-edge's default `c8y.root_cert_path`: the operating system's CA store. */
+export const THIN_EDGE_ROOT_CERT_PATH = "/etc/ssl/certs";
+
 /** The setting unless it is absent or "" (not set). */
 function given(setting: Setting | undefined): Setting | undefined {
   return setting === undefined || setting.value === "" ? undefined : setting;
@@ -83,6 +86,19 @@ export function merge(
     // thin-edge's auth method comes with thin-edge's credentials file.
     settings.set("c8y.credentials_path", {
       value: join(dirname(tedgePath), "credentials.toml"),
+      from: "thin-edge's default",
+    });
+  }
+  if (
+    !ours.has("c8y.root_cert_path") &&
+    !tedge.settings.has("c8y.root_cert_path") &&
+    url !== undefined && !ours.has("c8y.url") &&
+    String(url.value).startsWith("https:")
+  ) {
+    // thin-edge's connection comes with thin-edge's trust: the operating
+    // system's store, where a tenant's private CA may be installed.
+    settings.set("c8y.root_cert_path", {
+      value: THIN_EDGE_ROOT_CERT_PATH,
       from: "thin-edge's default",
     });
   }

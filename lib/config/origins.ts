@@ -44,7 +44,11 @@ export function describeOrigins(config: Config): string {
     ...(config.mqtt.tls ? TLS_KEYS : []),
     ...(config.mqtt.auth ? LOGIN_KEYS : []),
   ];
-  const from = keys.filter((key) => config.origins[key] !== undefined)
+  const from = keys.filter((key) =>
+    config.origins[key] !== undefined &&
+    !(config.origins[key] === "default" &&
+      (TLS_KEYS.includes(key) || LOGIN_KEYS.includes(key)))
+  )
     .map((key) => `${key} from ${config.origins[key]}`);
   return `${where}: ${from.join(", ")}`;
 }
