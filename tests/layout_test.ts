@@ -112,3 +112,29 @@ Deno.test("nothing outside cli.ts imports commands/, and only commands/ uses the
     }
   }
 });
+
+Deno.test("cli.ts loads command modules only with import(): its static imports of commands/ are type-only", async () => {
+  const text = await Deno.readTextFile(join(LIB, "cli.ts"));
+  const statics = [
+    ...text.matchAll(
+      /(?:^|\n)\s*import\b([^;]*?)from\s+"(\.\/commands\/[^"]+)"/g,
+    ),
+  ];
+  for (const [, clause = "", specifier] of statics) {
+    assert.match(
+      clause,
+      /^\s*type\b/,
+      `cli.ts imports ${specifier} eagerly: use import type, or import() in the command's case`,
+    );
+  }
+  const dynamic = [...text.matchAll(/\bimport\(\s*"(\.\/commands\/[^"]+)"/g)]
+    .map((match) => match[1]);
+  for (
+    const module of ["run", "connect", "operation_file", "check", "demo"]
+  ) {
+    assert.ok(
+      dynamic.includes(`./commands/${module}.ts`),
+      `cli.ts does not load commands/${module}.ts with import()`,
+    );
+  }
+});
