@@ -13,7 +13,7 @@ import {
   CloudProtocolError,
 } from "../lib/cloud/leg.ts";
 import { openCloudSocket } from "../lib/cloud/opener.ts";
-import { MAX_FRAME_PAYLOAD } from "../lib/cloud/websocket.ts";
+import { MAX_FRAME_PAYLOAD, WebSocketClient } from "../lib/cloud/websocket.ts";
 import {
   closeFrame,
   concat,
@@ -359,4 +359,51 @@ Deno.test("WebSocketClient echoes a valid close code, answers a close without co
     }
     await server.close();
   }
+});
+
+Deno.test("WebSocketClient answers a ping flood from a cloud that does not read with one queued pong, for the latest ping", async () => {
+  const pings = Array.from(
+    { length: 10_000 },
+    (_, i) => frame(0x9, `p${i}`),
+  );
+  const bytes = concat(...pings, frame(0x2, "x"));
+  const writes: Uint8Array[] = [];
+  const stuck = Promise.withResolvers<void>();
+  const second = Promise.withResolvers<void>();
+  let at = 0;
+  const conn = {
+    read(p: Uint8Array) {
+      if (at >= bytes.length) return Promise.resolve(null);
+      const n = Math.min(p.length, bytes.length - at);
+      p.set(bytes.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    },
+    async write(p: Uint8Array) {
+      writes.push(p.slice());
+      if (writes.length === 2) second.resolve();
+      await stuck.promise; // the cloud reads nothing until released
+      return p.length;
+    },
+    close() {},
+  };
+  const client = new WebSocketClient(
+    conn,
+    "binary",
+    new Uint8Array(8192),
+    0,
+    0,
+  );
+  // All pings are read (the data frame after them comes out).
+  assert.equal(new TextDecoder().decode((await client.receive())!), "x");
+  assert.equal(writes.length, 1, "one pong written, the rest not queued");
+  stuck.resolve();
+  await second.promise;
+  client.close("test over");
+  await client.closed;
+  const pongs = writes.map((w) => {
+    const payload = w.subarray(6).map((b, i) => b ^ w[2 + (i & 3)]!);
+    return { opcode: w[0]! & 0x0f, text: new TextDecoder().decode(payload) };
+  }).filter((f) => f.opcode === 0xa);
+  assert.deepEqual(pongs.map((p) => p.text), ["p0", "p9999"]);
 });

@@ -83,6 +83,18 @@ interface Violation {
   readonly code: number;
 }
 
+/** A masked control frame (payload at most 125 bytes). */
+function controlFrame(opcode: number, payload: ArrayLike<number>): Uint8Array {
+  const frame = new Uint8Array(6 + payload.length);
+  frame[0] = 0x80 | opcode;
+  frame[1] = 0x80 | payload.length;
+  nextMaskKey(frame, 2);
+  for (let i = 0; i < payload.length; i++) {
+    frame[6 + i] = payload[i]! ^ frame[2 + (i & 3)]!;
+  }
+  return frame;
+}
+
 /** Close codes an endpoint may send, so may receive: RFC 6455 §7.4 and the IANA registry. */
 export function isValidCloseCode(code: number): boolean {
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
@@ -126,6 +138,8 @@ export class WebSocketClient implements CloudLeg {
   #writing = 0;
   /** Bytes this session's buffers grew beyond their start size (from the shared budget). */
   #grown = 0;
+  /** Payload of the pong waiting in the write queue, if one is. */
+  #pong: Uint8Array | null = null;
 
   /**
    * A client on `conn` after a successful handshake; the cloud's first bytes
@@ -262,9 +276,9 @@ export class WebSocketClient implements CloudLeg {
     this.#enter({ name: "closing" });
     if (!this.#reading) this.#drain();
     // A close reason is at most 123 bytes; cut on a character boundary.
-    let text = encoder.encode(reason);
-    if (text.length > 123) text = encoder.encode(reason.slice(0, 40));
-    this.#writeControl(0x8, [0x03, 0xe8, ...text])
+    const text = new Uint8Array(123);
+    const { written } = encoder.encodeInto(reason, text); // whole characters only
+    this.#writeControl(0x8, [0x03, 0xe8, ...text.subarray(0, written)])
       .catch(() => this.#enter({ name: "closed", info: this.#lostInfo("") }));
   }
 
@@ -414,9 +428,7 @@ export class WebSocketClient implements CloudLeg {
     const payload = this.#rx.slice(from, from + header.length);
     this.#rxStart = from + header.length;
     if (header.opcode === 0x9) {
-      if (this.#state.name === "open") {
-        this.#writeControl(0xa, payload).catch(() => {});
-      }
+      if (this.#state.name === "open") this.#answerPing(payload);
     } else if (header.opcode === 0x8) {
       this.#closeFrame(payload);
     }
@@ -472,9 +484,15 @@ export class WebSocketClient implements CloudLeg {
    * a time from the pump, so the common case is a direct write.
    */
   #write(bytes: Uint8Array): Promise<void> {
-    const written = this.#writing === 0
-      ? writeAll(this.#conn, bytes)
-      : this.#writeTail.then(() => writeAll(this.#conn, bytes));
+    return this.#queued(
+      this.#writing === 0
+        ? writeAll(this.#conn, bytes)
+        : this.#writeTail.then(() => writeAll(this.#conn, bytes)),
+    );
+  }
+
+  /** Counts a write in the queue until it settles. */
+  #queued(written: Promise<void>): Promise<void> {
     this.#writing++;
     this.#writeTail = written.then(this.#written, this.#written);
     return written;
@@ -484,15 +502,26 @@ export class WebSocketClient implements CloudLeg {
     this.#writing--;
   };
 
+  /**
+   * Answers a ping with a pong. While a pong waits in the write queue (a
+   * cloud that sends pings but does not read), a newer ping only replaces
+   * its payload (RFC 6455 §5.5.3): a ping flood queues one pong at most.
+   */
+  #answerPing(payload: Uint8Array): void {
+    const queued = this.#pong !== null;
+    this.#pong = payload;
+    if (queued) return;
+    const send = () => {
+      const latest = this.#pong!;
+      this.#pong = null;
+      return writeAll(this.#conn, controlFrame(0xa, latest));
+    };
+    this.#queued(this.#writing === 0 ? send() : this.#writeTail.then(send))
+      .catch(() => {});
+  }
+
   #writeControl(opcode: number, payload: ArrayLike<number>): Promise<void> {
-    const frame = new Uint8Array(6 + payload.length);
-    frame[0] = 0x80 | opcode;
-    frame[1] = 0x80 | payload.length;
-    nextMaskKey(frame, 2);
-    for (let i = 0; i < payload.length; i++) {
-      frame[6 + i] = payload[i]! ^ frame[2 + (i & 3)]!;
-    }
-    return this.#write(frame);
+    return this.#write(controlFrame(opcode, payload));
   }
 
   /** Reads more bytes into the window; false at the end of the connection. */
