@@ -146,14 +146,6 @@ export interface DraftFiles {
   readonly password: string | null;
 }
 
-/** The key name and file of a setting's origin, for messages. */
-function origin(setting: Setting): { file: string; key: string } | null {
-  const match = / key (\S+)$/.exec(setting.from);
-  return match
-    ? { file: setting.from.slice(0, match.index), key: match[1]! }
-    : null;
-}
-
 /** Broker TLS as thin-edge decides it: on when a CA file or directory is set. */
 function mqttTls(settings: Settings, issues: string[]): MqttTls | null {
   const get = (key: Key) =>
@@ -162,10 +154,9 @@ function mqttTls(settings: Settings, issues: string[]): MqttTls | null {
   const key = given(settings.get("mqtt.key_file"));
   if ((cert === undefined) !== (key === undefined)) {
     const set = (cert ?? key)!;
-    const where = origin(set);
     issues.push(
-      `${where?.file ?? set.from}: key ${
-        where?.key ?? ""
+      `${set.at?.file ?? set.from}: key ${
+        set.at?.key ?? ""
       } is set without its pair: a client certificate needs both the certificate (cert_file) and its private key (key_file); set both or neither`,
     );
   }
@@ -218,7 +209,7 @@ export function finish(draft: Draft, files: DraftFiles): Config {
     let password: string | null = null;
     if (draft.passwordFile !== null) {
       if (files.password === null) {
-        const where = origin(draft.passwordFile);
+        const where = draft.passwordFile.at;
         issues.push(
           invalid(
             where?.file ?? draft.passwordFile.from,

@@ -163,10 +163,21 @@ export const DEFAULTS: { readonly [K in Exclude<Key, NoDefault>]: Values[K] } =
 export const KEYS = Object.keys(CHECKS) as Key[];
 const TABLES = [...new Set(KEYS.map((key) => key.slice(0, key.indexOf("."))))];
 
-/** One value and where it came from ("<file> key <key>" or "default"). */
+/** One value and where it came from ("<file> key <key>", "default", ...). */
 export interface Setting<T = unknown> {
   readonly value: T;
   readonly from: string;
+  /** The file and key it was read from, when it was read from a file. */
+  readonly at?: { readonly file: string; readonly key: string };
+}
+
+/** A setting read from `file` under `key`. */
+export function readSetting<T>(
+  value: T,
+  file: string,
+  key: string,
+): Setting<T> {
+  return { value, from: `${file} key ${key}`, at: { file, key } };
 }
 /** Values found so far, by key of our file. */
 export type Settings = Map<Key, Setting>;
@@ -214,7 +225,7 @@ export function readOwnFile(file: string, text: string | null): Settings {
         issues.push(...issuesOf(file, key, raw, checked));
         continue;
       }
-      settings.set(key, { value: checked.value, from: `${file} key ${key}` });
+      settings.set(key, readSetting(checked.value, file, key));
     }
   }
   fail(issues);

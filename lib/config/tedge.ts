@@ -24,7 +24,13 @@ import {
 } from "./_messages.ts";
 import { lookup } from "./_toml.ts";
 import { type Checked, issuesOf, nonEmpty, PROFILE_NAME } from "./checks.ts";
-import { CHECKS, type Key, type Setting, type Settings } from "./schema.ts";
+import {
+  CHECKS,
+  type Key,
+  readSetting,
+  type Setting,
+  type Settings,
+} from "./schema.ts";
 import type { AuthMethod } from "./types.ts";
 
 /**
@@ -229,10 +235,7 @@ function readKeys(
       issues.push(...issuesOf(source.file, tedgeKey, raw, checked));
       continue;
     }
-    settings.set(key, {
-      value: checked.value,
-      from: `${source.file} key ${tedgeKey}`,
-    });
+    settings.set(key, readSetting(checked.value, source.file, tedgeKey));
   }
   let auth: Setting<AuthMethod | "auto"> | undefined;
   const method = cloud && lookup(cloud.doc, `${cloud.prefix}auth_method`);
@@ -243,7 +246,7 @@ function readKeys(
         ? TEDGE_AUTH[method]
         : undefined;
     if (mapped) {
-      auth = { value: mapped, from: `${cloud.file} key ${methodKey}` };
+      auth = readSetting(mapped, cloud.file, methodKey);
     } else {
       const expected = "one of certificate, basic, auto";
       issues.push(invalid(cloud.file, methodKey, method, expected));
