@@ -216,7 +216,7 @@ function credentialsLine(config: Config): CheckLine {
 }
 
 async function probeCloud(config: Config, probeMs: number): Promise<CheckLine> {
-  const url = `${config.c8y.url}/service/remoteaccess/health`;
+  const url = `${config.c8y.httpUrl}/service/remoteaccess/health`;
   let http: CloudHttpOptions | null;
   try {
     http = await cloudHttpOptions(config);
@@ -238,7 +238,7 @@ async function probeCloud(config: Config, probeMs: number): Promise<CheckLine> {
     await response.body?.cancel();
     return okLine(
       "cloud",
-      `${config.c8y.url} reachable${via} (HEAD /service/remoteaccess/health: HTTP ${response.status})`,
+      `${config.c8y.httpUrl} reachable${via} (HEAD /service/remoteaccess/health: HTTP ${response.status})`,
     );
   } catch (error) {
     const text = error instanceof DOMException && error.name === "TimeoutError"
@@ -253,7 +253,7 @@ async function probeCloud(config: Config, probeMs: number): Promise<CheckLine> {
       : "check c8y.url, DNS and the network (or set proxy.address)";
     return failLine(
       "cloud",
-      `cannot reach ${config.c8y.url}${via}: ${text}`,
+      `cannot reach ${config.c8y.httpUrl}${via}: ${text}`,
       hint,
     );
   } finally {
