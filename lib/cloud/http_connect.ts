@@ -7,6 +7,7 @@
  */
 import { basicCredentials, CloudConnectError, describeStatus } from "./leg.ts";
 import { closeQuietly, writeAll } from "../util/conn.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** A proxy as configured: its URL ("http://host:port") and credentials. */
 export interface ProxySettings {
@@ -50,9 +51,7 @@ export async function dialThroughProxy(
   } catch (error) {
     if (signal.aborted) throw signal.reason;
     throw new CloudConnectError(
-      `cannot reach proxy ${proxy.url} (proxy.address): ${
-        error instanceof Error ? error.message : String(error)
-      }`,
+      `cannot reach proxy ${proxy.url} (proxy.address): ${errorMessage(error)}`,
       undefined,
       { cause: error },
     );
@@ -114,9 +113,7 @@ export async function dialThroughProxy(
     if (signal.aborted) throw signal.reason;
     if (error instanceof CloudConnectError) throw error;
     throw new CloudConnectError(
-      `proxy ${proxy.url} failed during CONNECT: ${
-        error instanceof Error ? error.message : String(error)
-      }`,
+      `proxy ${proxy.url} failed during CONNECT: ${errorMessage(error)}`,
       undefined,
       { cause: error },
     );

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { errorMessage } from "../util/errors.ts";
 
 /** How a WebSocket ended: the close code (1006 without a close frame) and reason. */
 export interface CloseInfo {
@@ -192,7 +193,7 @@ export function classifyError(error: unknown): ClassifiedError {
   if (error instanceof CloudConnectError && error.status !== undefined) {
     return { kind: "status", detail: error.message, status: error.status };
   }
-  const detail = error instanceof Error ? error.message : String(error);
+  const detail = errorMessage(error);
   if (error instanceof CloudConnectError) return { kind: "other", detail };
   const status = STATUS_IN_MESSAGE.exec(detail);
   const code = Number(status?.[1]);

@@ -11,6 +11,7 @@
 import type { Config } from "../config/config.ts";
 import { loadCaCerts } from "../config/ca_certs.ts";
 import { closeQuietly } from "../util/conn.ts";
+import { errorMessage } from "../util/errors.ts";
 import { upgrade } from "./handshake.ts";
 import { dialThroughProxy, type ProxySettings } from "./http_connect.ts";
 import {
@@ -165,7 +166,7 @@ export function cloudLegOpenerFor(config: Config): OpenCloudLeg {
     } catch (error) {
       opener = undefined; // try again next time (the file may be fixed)
       throw new CloudConnectError(
-        error instanceof Error ? error.message : String(error),
+        errorMessage(error),
       );
     }
     return await open(url, options);
