@@ -19,6 +19,7 @@ import {
   cloudHttpOptions,
   createCloudHttpClient,
 } from "../cloud/opener.ts";
+import { brokerName } from "../mqtt/broker.ts";
 import { jwtExpiry } from "../mqtt/jwt.ts";
 import { MqttOnce, type ServiceHealth } from "../mqtt/once.ts";
 import { errorMessage } from "../util/errors.ts";
@@ -138,11 +139,22 @@ function tedgeLine(config: Config): CheckLine {
 /** The daemon's health as seen on the broker: undefined = broker not reached. */
 type DaemonHealth = ServiceHealth | undefined;
 
+/** What to change when the broker refused or could not be reached. */
+function brokerHint(error: string): string {
+  if (/not authori[sz]ed|bad user ?name or password/i.test(error)) {
+    return "the broker refused the login: check mqtt.username and mqtt.password_file (or mqtt.client.auth.username/password_file in tedge.toml)";
+  }
+  if (/certificate|self.signed|handshake|tls|ssl/i.test(error)) {
+    return "TLS to the broker failed: check mqtt.ca_file/ca_dir (the broker's CA) and mqtt.cert_file/key_file (or mqtt.client.auth.* in tedge.toml)";
+  }
+  return "is mosquitto running? set mqtt.host and mqtt.port (or mqtt.client.host/port in tedge.toml)";
+}
+
 async function probeBroker(
   config: Config,
   probeMs: number,
 ): Promise<{ line: CheckLine; auth: CheckLine; daemon: DaemonHealth }> {
-  const broker = `${config.mqtt.host}:${config.mqtt.port}`;
+  const broker = brokerName(config);
   let client: MqttOnce;
   try {
     client = await MqttOnce.connect(config, {
@@ -150,10 +162,11 @@ async function probeBroker(
       timeoutMs: probeMs,
     });
   } catch (error) {
+    const text = message(error);
     const line = failLine(
       "broker",
-      `cannot connect to ${broker}: ${message(error)}`,
-      "is mosquitto running? set mqtt.host and mqtt.port (or mqtt.client.host/port in tedge.toml)",
+      `cannot connect to ${broker}: ${text}`,
+      brokerHint(text),
     );
     const auth = config.c8y.auth === "jwt"
       ? failLine(

@@ -8,6 +8,7 @@
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../util/log.ts";
 import { errorMessage } from "../util/errors.ts";
+import { brokerName } from "../mqtt/broker.ts";
 import { MqttOnce } from "../mqtt/once.ts";
 import {
   HANDOFF_ACCEPT_MS,
@@ -50,9 +51,7 @@ export async function handOff(
   } catch (error) {
     return {
       kind: "unavailable",
-      why: `broker ${config.mqtt.host}:${config.mqtt.port}: ${
-        errorMessage(error)
-      }`,
+      why: `broker ${brokerName(config)}: ${errorMessage(error)}`,
     };
   }
   await using _ = broker;

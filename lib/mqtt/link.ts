@@ -9,9 +9,11 @@
 import type mqtt from "mqtt";
 import clientEntry from "mqtt/lib/client";
 import { createConnection } from "node:net";
+import { connect as connectTls } from "node:tls";
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../util/log.ts";
 import { deadline, settlesWithin } from "../util/deadline.ts";
+import { brokerName, brokerOptions } from "./broker.ts";
 import { jwtExpiry, parseJwtAnswer } from "./jwt.ts";
 import { type Topics, topicsFor } from "./topics.ts";
 
@@ -41,7 +43,8 @@ export type MqttConnectOptions = mqtt.IClientOptions & {
 };
 
 /**
- * An MQTT.js client of the broker at `host:port` over plain TCP, as
+ * An MQTT.js client of the broker at `host:port` over plain TCP (or TLS for
+ * `protocol: "mqtts"`), as
  * `mqtt.connect` makes one (a new socket on each reconnect), with
  * `writeCache: false`: otherwise mqtt-packet builds a Buffer for each of
  * the 65536 packet ids on the first write, which cost the agent 10 MiB of
@@ -49,10 +52,22 @@ export type MqttConnectOptions = mqtt.IClientOptions & {
  */
 export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
   const { host, port } = options;
-  const client = new MqttClient(
-    () => createConnection({ host, port }) as never,
-    { ...options, writeCache: false },
-  );
+  // mqtts (mqtt/broker.ts): TLS with the broker's CA and the client certificate.
+  const open = options.protocol === "mqtts"
+    ? () =>
+      connectTls({
+        host,
+        port,
+        ...(options.ca ? { ca: options.ca } : {}),
+        ...(options.cert ? { cert: options.cert } : {}),
+        ...(options.key ? { key: options.key } : {}),
+        rejectUnauthorized: options.rejectUnauthorized !== false,
+      })
+    : () => createConnection({ host, port });
+  const client = new MqttClient(open as never, {
+    ...options,
+    writeCache: false,
+  });
   // As mqtt.connect does: an "error" event without a listener would throw.
   client.on("error", () => {});
   return client;
@@ -152,9 +167,7 @@ export class MqttLink implements AsyncDisposable {
     this.#ready = new Promise((resolve) => this.#markReady = resolve);
     const { mqtt: settings } = options.config;
     this.#client = connectMqtt({
-      host: settings.host,
-      port: settings.port,
-      protocol: "mqtt",
+      ...brokerOptions(options.config),
       clientId: options.clientId ?? settings.clientId,
       clean: true,
       keepalive: 60,
@@ -176,9 +189,7 @@ export class MqttLink implements AsyncDisposable {
     });
     this.#publisher = options.operations
       ? connectMqtt({
-        host: settings.host,
-        port: settings.port,
-        protocol: "mqtt",
+        ...brokerOptions(options.config),
         clientId: `${options.clientId ?? settings.clientId}-out`,
         clean: true,
         keepalive: 60,
@@ -198,7 +209,7 @@ export class MqttLink implements AsyncDisposable {
     this.#client.on("close", () => this.#onClose());
     this.#client.on("error", (error) => {
       options.log.warn("MQTT broker {broker}: {error}", {
-        broker: `${settings.host}:${settings.port}`,
+        broker: brokerName(options.config),
         error: error.message,
       });
     });
@@ -256,7 +267,7 @@ export class MqttLink implements AsyncDisposable {
       return;
     }
     log.info("MQTT connected to {broker}, listening on {topics}", {
-      broker: `${config.mqtt.host}:${config.mqtt.port}`,
+      broker: brokerName(config),
       topics: topics.join(", "),
     });
     this.#markReady();
@@ -269,8 +280,7 @@ export class MqttLink implements AsyncDisposable {
     this.#options.log.info(
       "MQTT connection to {broker} lost; retrying in {seconds} s",
       {
-        broker:
-          `${this.#options.config.mqtt.host}:${this.#options.config.mqtt.port}`,
+        broker: brokerName(this.#options.config),
         seconds: period / 1000,
       },
     );

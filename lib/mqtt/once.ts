@@ -11,6 +11,7 @@
 import type mqtt from "mqtt";
 import type { Config } from "../config/config.ts";
 import { deadline } from "../util/deadline.ts";
+import { brokerOptions } from "./broker.ts";
 import { parseJwtAnswer } from "./jwt.ts";
 import { connectMqtt, noDelay } from "./link.ts";
 import { type Topics, topicsFor } from "./topics.ts";
@@ -73,9 +74,7 @@ export class MqttOnce implements AsyncDisposable {
     options: MqttOnceOptions,
   ): Promise<MqttOnce> {
     const client = connectMqtt({
-      host: config.mqtt.host,
-      port: config.mqtt.port,
-      protocol: "mqtt",
+      ...brokerOptions(config),
       clientId: `${config.mqtt.clientId}-${options.purpose}-${
         crypto.randomUUID().slice(0, 8)
       }`,
