@@ -9,6 +9,7 @@ import { ConfigError, fail, invalid } from "./_messages.ts";
 import { lookup, parseTomlText } from "./_toml.ts";
 import { CONTROL, word } from "./checks.ts";
 import type { Credentials } from "./types.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Reads a basic-auth credentials file (`[c8y] username, password`); never shows the password. */
 export function parseCredentials(file: string, text: string): Credentials {
@@ -50,7 +51,7 @@ export function commonName(file: string, pem: string): string {
   try {
     subject = new X509Certificate(pem).subject;
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     throw new ConfigError(
       `${file}: cannot read the device id (certificate CN): not a valid PEM certificate (${reason}); set c8y.device_id instead`,
     );

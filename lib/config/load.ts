@@ -21,6 +21,7 @@ import {
   readThinEdge,
 } from "./tedge.ts";
 import type { Config } from "./types.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Where loadConfig() reads files and the environment from; defaults are Deno's. */
 export interface LoadConfigOptions {
@@ -265,7 +266,7 @@ async function listOptional(
     return await list(path);
   } catch (error) {
     if (isNotFound(error)) return null;
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     throw new ConfigError(
       `${path}: cannot list thin-edge's mapper configurations: ${reason}`,
     );
@@ -286,7 +287,7 @@ async function readOptional(
     return await read(path);
   } catch (error) {
     if (isNotFound(error)) return null;
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     throw new ConfigError(`${path}: cannot read file: ${reason}`);
   }
 }
