@@ -266,6 +266,13 @@ Deno.test("loadConfig() ignores tedge.toml [c8y] once any c8y mapper.toml exists
   const second = await load(fx, '[c8y]\nprofile = "second"\n');
   assert.equal(second.c8y.url, "https://second.tenant.example");
   assert.equal(second.c8y.deviceId, "contradictory-device");
+  // and check says that tedge.toml's [c8y] is ignored
+  assert.equal(second.tedge.tedgeC8yIgnored, true);
+  assert.ok(
+    describeOrigins(second).includes(
+      `(thin-edge 2.x layout, ${fx.tedgeToml} [c8y] ignored as by thin-edge)`,
+    ),
+  );
   assert.equal(
     second.origins["c8y.device_id"],
     `${fx.tedgeToml} key device.id`,

@@ -156,6 +156,7 @@ Deno.test("parseConfig() applies the built-in defaults", () => {
       configDir: "/etc/tedge",
       layout: "tedge.toml",
       mapperFile: null,
+      tedgeC8yIgnored: false,
     },
   });
 });
@@ -279,6 +280,7 @@ Deno.test("parseConfig() reads every key of its own file", () => {
       configDir: "/opt/tedge",
       layout: "tedge.toml",
       mapperFile: null,
+      tedgeC8yIgnored: false,
     },
   });
 });

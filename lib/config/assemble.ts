@@ -292,6 +292,8 @@ export function finish(draft: Draft, files: DraftFiles): Config {
       configDir: dirname(draft.tedgePath),
       layout: tedge.source.layout,
       mapperFile: tedge.source.layout === "mappers" ? tedge.source.file : null,
+      tedgeC8yIgnored: tedge.source.layout === "mappers" &&
+        tedge.source.ignoresTedgeC8y,
     },
     origins,
   };

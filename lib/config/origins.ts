@@ -36,8 +36,11 @@ const LOGIN_KEYS = ["mqtt.username", "mqtt.password_file"];
  */
 export function describeOrigins(config: Config): string {
   const { layout, mapperFile } = config.tedge;
+  const ignored = config.tedge.tedgeC8yIgnored
+    ? `, ${config.tedge.configPath} [c8y] ignored as by thin-edge`
+    : "";
   const where = layout === "mappers"
-    ? `Cumulocity settings from ${mapperFile} (thin-edge 2.x layout)`
+    ? `Cumulocity settings from ${mapperFile} (thin-edge 2.x layout${ignored})`
     : `Cumulocity settings from ${config.tedge.configPath} (thin-edge 1.x layout, no mappers/c8y*/mapper.toml)`;
   const keys: readonly string[] = [
     ...SHOWN,

@@ -96,6 +96,8 @@ export type CloudSource =
     readonly layout: "mappers";
     readonly file: string;
     readonly exists: boolean;
+    /** tedge.toml still has a `[c8y]` table, which this layout ignores. */
+    readonly ignoresTedgeC8y: boolean;
   }
   | { readonly layout: "tedge.toml"; readonly file: string };
 
@@ -299,7 +301,12 @@ export function readThinEdge(
     return {
       ...read,
       profile: mapper.profile,
-      source: { layout: "mappers", file: mapper.file, exists: cloud !== null },
+      source: {
+        layout: "mappers",
+        file: mapper.file,
+        exists: cloud !== null,
+        ignoresTedgeC8y: tedgeDoc !== null && isTable(tedgeDoc["c8y"]),
+      },
       cloudKey: (name) => ({ file: mapper.file, key: name }),
     };
   }

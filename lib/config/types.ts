@@ -103,6 +103,8 @@ export interface Config {
     readonly layout: "mappers" | "tedge.toml";
     /** The mapper.toml in use (2.x layout; it may not exist: defaults), else null. */
     readonly mapperFile: string | null;
+    /** 2.x layout while tedge.toml still holds a `[c8y]` table (ignored, as thin-edge does). */
+    readonly tedgeC8yIgnored: boolean;
   };
   /**
    * Where each value came from, by key of our file (and `c8y.auth`):
