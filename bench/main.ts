@@ -303,6 +303,8 @@ function usage(): string {
   } (default: all)
   --broker NAME     mosquitto | embedded (default: mosquitto when installed)
   --out FILE        write the report there (full run default: bench/RESULTS.md)
+  --no-priority     do not raise the bench's priority (default: nice -10 when
+                    allowed, inherited by every process it starts)
 `;
 }
 
@@ -496,6 +498,8 @@ async function main(): Promise<number> {
       measure: { type: "string" },
       broker: { type: "string" },
       out: { type: "string" },
+      priority: { type: "boolean", default: true },
+      "no-priority": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
@@ -503,6 +507,7 @@ async function main(): Promise<number> {
     console.log(usage());
     return 0;
   }
+  if (values["no-priority"]) values.priority = false;
   const base = values.quick ? QUICK : FULL;
   const runs = values.runs !== undefined ? Number(values.runs) : base.runs;
   if (!Number.isInteger(runs) || runs < 1 || runs > 20) {
@@ -552,6 +557,9 @@ async function main(): Promise<number> {
       `--broker ${brokerKind} is invalid: expected mosquitto or embedded`,
     );
     return 2;
+  }
+  if (values.priority) {
+    notes.push(await raisePriority());
   }
   const started = performance.now();
   const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-bench-" });
@@ -732,6 +740,22 @@ async function main(): Promise<number> {
     console.log(`wrote ${out}`);
   }
   return results.problems.length > 0 ? 1 : 0;
+}
+
+/**
+ * Raises this process's priority to nice -10 where allowed (root): every
+ * process the bench starts inherits it, so other work on a shared machine
+ * disturbs the measurement less, and all contenders alike. Says what it did.
+ */
+async function raisePriority(): Promise<string> {
+  const out = await new Deno.Command("renice", {
+    args: ["-n", "-10", "-p", String(Deno.pid)],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch(() => null);
+  return out?.success
+    ? "priority: the bench and everything it started ran at nice -10 (other work on the machine kept its priority)"
+    : "priority: not raised (renice -n -10 refused: not root?), so other work on the machine competed at equal priority";
 }
 
 async function nodePackageVersion(name: string): Promise<string> {

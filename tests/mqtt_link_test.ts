@@ -4,111 +4,100 @@
  * what, read from the broker's own log.
  */
 import assert from "node:assert/strict";
-import { MqttLink } from "../lib/mqtt/link.ts";
+import type { Config } from "../lib/config/config.ts";
+import { MqttLink, type MqttLinkOptions } from "../lib/mqtt/link.ts";
 import { logger } from "../lib/util/log.ts";
 import { Observer, rigToml, testConfig } from "./harness.ts";
-import { freePort, installed, spawn, waitForPort } from "./system_helpers.ts";
+import { freePort, spawn, waitForPort } from "./system_helpers.ts";
 
-const MOSQUITTO = "/usr/sbin/mosquitto";
-
-/** mosquitto as shipped (no `set_tcp_nodelay`), logging every packet to stdout. */
-async function defaultMosquitto(dir: string, port: number) {
+/**
+ * Runs `body` against a fresh mosquitto as shipped (no `set_tcp_nodelay`)
+ * that logs every packet; returns its log once it has stopped.
+ */
+async function withDefaultMosquitto(
+  body: (port: number, config: Config) => Promise<void>,
+): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-link-" });
+  const port = freePort();
   const conf = `${dir}/mosquitto.conf`;
   await Deno.writeTextFile(
     conf,
     `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type all\n`,
   );
-  const broker = spawn(MOSQUITTO, ["-c", conf]);
-  await waitForPort(port);
-  return broker;
-}
-
-Deno.test("MqttLink.publish() sends statuses (QoS 1) on a connection of its own in daemon mode, requests come on the other", async (t) => {
-  if (!installed(MOSQUITTO)) {
-    await t.step({ name: "mosquitto is not installed", ignore: true, fn() {} });
-    return;
-  }
-  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-link-" });
-  const port = freePort();
-  const broker = await defaultMosquitto(dir, port);
-  const observer = await Observer.connect(port, ["c8y/s/us"]);
-  const config = testConfig(rigToml(port, "http://127.0.0.1:1"));
-  const id = config.mqtt.clientId;
-  const requests: string[] = [];
-  const request = Promise.withResolvers<void>();
-  const link = MqttLink.connect({
-    config,
-    log: logger("test"),
-    onMessage: (_topic, payload) => {
-      requests.push(payload);
-      request.resolve();
-    },
-    health: true,
-    operations: true,
-  });
+  const broker = spawn("/usr/sbin/mosquitto", ["-c", conf]);
   try {
-    await link.ready;
-    await observer.publish("c8y/s/ds", "530,test-device,127.0.0.1,22,key-1");
-    await request.promise;
-    await link.publish("c8y/s/us", "503,c8y_RemoteAccessConnect");
-    await observer.waitFor((m) => m.payload.startsWith("503,"));
+    await waitForPort(port);
+    await body(port, testConfig(rigToml(port, "http://127.0.0.1:1")));
   } finally {
-    await link.close();
-    await observer.close();
     await broker.stop();
     await Deno.remove(dir, { recursive: true });
   }
-  assert.deepEqual(requests, ["530,test-device,127.0.0.1,22,key-1"]);
-  const log = broker.output();
-  assert.match(
-    log,
-    new RegExp(`Sending PUBLISH to ${id} \\(d0, q1.*'c8y/s/ds'`),
-  );
-  assert.match(log, new RegExp(`Received PUBACK from ${id} `));
-  assert.match(
-    log,
-    new RegExp(`Received PUBLISH from ${id}-out \\(d0, q1.*'c8y/s/us'`),
-  );
-  assert.match(log, new RegExp(`Sending PUBACK to ${id}-out `));
-  assert.doesNotMatch(
-    log,
-    new RegExp(`Received PUBLISH from ${id} .*c8y/s/us`),
-  );
-  // The last will (health down) stays on the request connection.
-  assert.match(
-    log,
-    new RegExp(`as ${id} \\(.*\\)\\.\\n.*Will message specified`),
-  );
-  assert.match(log, new RegExp(`as ${id}-out \\(.*\\)\\.\\n.*No will message`));
-});
+  return broker.output();
+}
 
-Deno.test("MqttLink in connect mode (no operations) uses one connection", async (t) => {
-  if (!installed(MOSQUITTO)) {
-    await t.step({ name: "mosquitto is not installed", ignore: true, fn() {} });
-    return;
-  }
-  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-link-" });
-  const port = freePort();
-  const broker = await defaultMosquitto(dir, port);
-  const config = testConfig(rigToml(port, "http://127.0.0.1:1"));
-  const id = `${config.mqtt.clientId}-connect`;
-  const link = MqttLink.connect({
+/** An MqttLink with a quiet logger; `onMessage` defaults to ignoring. */
+function link(
+  config: Config,
+  options: Partial<MqttLinkOptions> & Pick<MqttLinkOptions, "operations">,
+): MqttLink {
+  return MqttLink.connect({
     config,
     log: logger("test"),
     onMessage: () => {},
-    health: false,
-    operations: false,
-    clientId: id,
+    health: options.operations,
+    ...options,
   });
-  try {
-    await link.ready;
-    await link.publish("c8y/s/uat", "");
-  } finally {
-    await link.close();
-    await broker.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
-  const log = broker.output();
+}
+
+Deno.test("MqttLink.publish() sends statuses (QoS 1) on a connection of its own in daemon mode, requests come on the other", async () => {
+  const requests: string[] = [];
+  let id = "";
+  const log = await withDefaultMosquitto(async (port, config) => {
+    id = config.mqtt.clientId;
+    const observer = await Observer.connect(port, ["c8y/s/us"]);
+    const request = Promise.withResolvers<void>();
+    const daemon = link(config, {
+      operations: true,
+      onMessage: (_topic, payload) => {
+        requests.push(payload);
+        request.resolve();
+      },
+    });
+    try {
+      await daemon.ready;
+      await observer.publish("c8y/s/ds", "530,test-device,127.0.0.1,22,key-1");
+      await request.promise;
+      await daemon.publish("c8y/s/us", "503,c8y_RemoteAccessConnect");
+      await observer.waitFor((m) => m.payload.startsWith("503,"));
+    } finally {
+      await daemon.close();
+      await observer.close();
+    }
+  });
+  assert.deepEqual(requests, ["530,test-device,127.0.0.1,22,key-1"]);
+  const line = (text: string) => assert.match(log, new RegExp(text));
+  line(`Sending PUBLISH to ${id} \\(d0, q1.*'c8y/s/ds'`);
+  line(`Received PUBACK from ${id} `);
+  line(`Received PUBLISH from ${id}-out \\(d0, q1.*'c8y/s/us'`);
+  line(`Sending PUBACK to ${id}-out `);
+  assert.doesNotMatch(log, new RegExp(`Received PUBLISH from ${id} .*s/us`));
+  // The last will (health down) stays on the request connection.
+  line(`as ${id} \\(.*\\)\\.\\n.*Will message specified`);
+  line(`as ${id}-out \\(.*\\)\\.\\n.*No will message`);
+});
+
+Deno.test("MqttLink in connect mode (no operations) uses one connection", async () => {
+  let id = "";
+  const log = await withDefaultMosquitto(async (_port, config) => {
+    id = `${config.mqtt.clientId}-connect`;
+    const client = link(config, { operations: false, clientId: id });
+    try {
+      await client.ready;
+      await client.publish("c8y/s/uat", "");
+    } finally {
+      await client.close();
+    }
+  });
   assert.match(
     log,
     new RegExp(`Received PUBLISH from ${id} \\(d0, q1.*'c8y/s/uat'`),
