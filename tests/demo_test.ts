@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { demoCommand, parsePortFlag, runDemo } from "../lib/commands/demo.ts";
+import { deadline, settlesWithin } from "../lib/util/deadline.ts";
+import { errorMessage } from "../lib/util/errors.ts";
 import { installed, sshArgs, startSshd } from "./system_helpers.ts";
 
 const HAVE_SSH = installed("/usr/sbin/sshd") && installed("/usr/bin/ssh");
@@ -27,21 +29,16 @@ class Capture {
   async waitFor(pattern: RegExp): Promise<RegExpMatchArray> {
     const match = this.text.match(pattern);
     if (match !== null) return match;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const waiter = { pattern, resolve: (_: RegExpMatchArray) => {} };
+    const seen = Promise.withResolvers<RegExpMatchArray>();
+    const waiter = { pattern, resolve: seen.resolve };
+    this.#waiters.push(waiter);
     try {
-      return await new Promise((resolve, reject) => {
-        waiter.resolve = resolve;
-        this.#waiters.push(waiter);
-        timer = setTimeout(() => {
-          this.#waiters = this.#waiters.filter((w) => w !== waiter);
-          reject(
-            new Error(`no ${pattern} within 10 s in:\n${this.text}`),
-          );
-        }, 10_000);
-      });
+      return await deadline(seen.promise, 10_000, `no ${pattern} within 10 s`);
+    } catch (error) {
+      // Show what was written by the time it gave up.
+      throw new Error(`${errorMessage(error)} in:\n${this.text}`);
     } finally {
-      clearTimeout(timer);
+      this.#waiters = this.#waiters.filter((w) => w !== waiter);
     }
   }
 }
@@ -281,20 +278,12 @@ Deno.test("demoCommand() as `main.ts demo` serves a request and exits 0 on SIGIN
     await out.waitFor(/503 connected/);
 
     child.kill("SIGINT");
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const status = await Promise.race([
-      child.status,
-      new Promise<"timeout">((resolve) => {
-        timer = setTimeout(() => resolve("timeout"), 5_000);
-      }),
-    ]);
-    clearTimeout(timer);
-    assert.notEqual(status, "timeout", "demo did not exit within 5 s");
-    assert.equal(
-      status === "timeout" ? -1 : status.code,
-      0,
-      `exit code; stderr:\n${await stderr}`,
+    assert.ok(
+      await settlesWithin(child.status, 5_000),
+      "demo did not exit within 5 s",
     );
+    const status = await child.status;
+    assert.equal(status.code, 0, `exit code; stderr:\n${await stderr}`);
   } finally {
     if (!exited) {
       try {
