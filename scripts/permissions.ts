@@ -13,7 +13,7 @@
  * thin-edge's default `c8y.root_cert_path` (its symlinks are followed
  * without a grant for their targets); and the user and group databases,
  * where `init` looks up user tedge to give it the operation file
- * (lib/config/operation_file.ts `lookupOwner`).
+ * (lib/commands/operation_file.ts `lookupOwner`).
  */
 export const READ_PATHS: readonly string[] = [
   "/etc/c8y-tunnel",
