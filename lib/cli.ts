@@ -23,8 +23,9 @@ const USAGE =
 Usage:
   c8y-tunnel run     [--config FILE]          daemon: MQTT listener + tunnels
   c8y-tunnel connect [--config FILE] "530,…"  one session (thin-edge operation plugin)
-  c8y-tunnel init    [--config FILE] [--daemon]  write the thin-edge operation file
-  c8y-tunnel cleanup [--config FILE]          remove it
+  c8y-tunnel init    [--config FILE] [--daemon | --child ID]  write the thin-edge operation file
+                                              (--child: declare remote access for a child device)
+  c8y-tunnel cleanup [--config FILE] [--child ID]  remove it
   c8y-tunnel check   [--config FILE]          validate config, try broker and cloud
   c8y-tunnel demo    [--ssh-port N] [--http-port N]  broker + cloud simulator + agent
   c8y-tunnel --help | --version
@@ -83,6 +84,7 @@ export async function runCli(
       options: {
         config: { type: "string", short: "c" },
         daemon: { type: "boolean" },
+        child: { type: "string" },
         "ssh-port": { type: "string" },
         "http-port": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -107,6 +109,7 @@ export async function runCli(
     config: values.config,
     rest: positionals.slice(1),
     daemon: values.daemon ?? false,
+    child: values.child,
     sshPort: values["ssh-port"],
     httpPort: values["http-port"],
   };

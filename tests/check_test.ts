@@ -94,6 +94,7 @@ Deno.test("runCheck() says OK for every item of a working daemon-mode setup", as
     "cloud",
     'tunnel.allow[0] "127.0.0.1:*"',
     "operation file",
+    "child devices",
   ]);
   assert.match(line(report, "config file"), /^OK {3}config file: .* is valid$/);
   assert.match(
@@ -209,7 +210,7 @@ Deno.test("runCheck() tells each state of the operation file", async () => {
   );
   assert.match(
     await check(),
-    /^FAIL operation file: .* runs "\/usr\/bin\/c8y-remote-access-plugin" \(thin-edge's c8y-remote-access-plugin\?\), not c8y-tunnel \(hint: run `c8y-tunnel init` to take it over/,
+    /^FAIL operation file: .* runs thin-edge's own plugin \("\/usr\/bin\/c8y-remote-access-plugin"\), not c8y-tunnel: .*\(hint: remove or disable thin-edge's plugin first \(apt remove c8y-remote-access-plugin\), then run `c8y-tunnel init`/,
   );
 
   await writeOperationFile(config, {
@@ -259,7 +260,8 @@ Deno.test("c8y-tunnel check prints one line per item and exits 1 when one fails"
   const stdout = new TextDecoder().decode(out.stdout);
   assert.equal(out.code, 1, stdout);
   const lines = stdout.trim().split("\n");
-  assert.equal(lines.length, 7, stdout);
+  assert.equal(lines.length, 8, stdout);
   for (const l of lines) assert.match(l, /^(OK {2}|FAIL) .+?: /);
-  assert.match(lines.at(-1)!, /^FAIL operation file: .* does not exist/);
+  assert.match(lines.at(-2)!, /^FAIL operation file: .* does not exist/);
+  assert.match(lines.at(-1)!, /^OK {3}child devices: none declare/);
 });

@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import { AGENT_ENV, fencedEnv } from "../lib/util/agent_env.ts";
-import { CONFIG_PATH_ENV } from "../lib/config/config.ts";
+import { CONFIG_PATH_ENV, PROFILE_ENV } from "../lib/config/config.ts";
 import { CHILD_ENV } from "../lib/commands/connect.ts";
 
 Deno.test("AGENT_ENV lists every variable the agent reads", () => {
-  assert.deepEqual([...AGENT_ENV].sort(), [CHILD_ENV, CONFIG_PATH_ENV].sort());
+  assert.deepEqual(
+    [...AGENT_ENV].sort(),
+    [CHILD_ENV, CONFIG_PATH_ENV, PROFILE_ENV].sort(),
+  );
 });
 
 Deno.test("fencedEnv() keeps only set, readable agent variables", () => {

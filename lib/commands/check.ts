@@ -23,8 +23,10 @@ import { brokerName } from "../mqtt/broker.ts";
 import { jwtExpiry } from "../mqtt/jwt.ts";
 import { MqttOnce, type ServiceHealth } from "../mqtt/once.ts";
 import { errorMessage } from "../util/errors.ts";
+import { splitWords } from "../util/shell_words.ts";
 import type { CliArgs, CliHost, ExitCode } from "./host.ts";
 import {
+  declaredChildren,
   inspectOperationFile,
   type OperationFileState,
 } from "./operation_file.ts";
@@ -112,6 +114,7 @@ export async function runCheck(
   lines.push(broker.line, broker.auth, cloud);
   lines.push(...allowLines(config));
   lines.push(await operationFileLine(operationFile, broker.daemon));
+  lines.push(childrenLine(await declaredChildren(config), broker.daemon));
   return { lines, ok: lines.every((line) => line.ok) };
 }
 
@@ -312,6 +315,34 @@ function allowLines(config: Config): CheckLine[] {
   });
 }
 
+/** The child devices that declare remote access (operations/c8y/<id>/), which only the daemon serves. */
+function childrenLine(
+  children: readonly string[],
+  daemon: DaemonHealth,
+): CheckLine {
+  const name = "child devices";
+  if (children.length === 0) {
+    return okLine(
+      name,
+      "none declare remote access",
+      "`c8y-tunnel init --child <external id>` declares it for a child device",
+    );
+  }
+  const list = `remote access declared for ${children.join(", ")}`;
+  return daemon?.status === "down" || daemon?.status === "none"
+    ? failLine(
+      name,
+      `${list}, but no c8y-tunnel daemon is up: their requests go unanswered`,
+      "start `c8y-tunnel run` (systemctl enable --now c8y-tunnel): tedge-mapper-c8y never runs a command for a child",
+    )
+    : okLine(
+      name,
+      daemon === undefined
+        ? `${list}; the c8y-tunnel daemon serves them (its state is unknown: broker not reachable)`
+        : `${list}; served by the c8y-tunnel daemon`,
+    );
+}
+
 async function operationFileLine(
   state: OperationFileState,
   daemon: DaemonHealth,
@@ -336,13 +367,19 @@ async function operationFileLine(
         "run `c8y-tunnel init` (or `init --daemon`) to write it again",
       );
     case "foreign":
-      return failLine(
-        name,
-        `${state.path} runs ${
-          JSON.stringify(state.command)
-        } (thin-edge's c8y-remote-access-plugin?), not c8y-tunnel`,
-        "run `c8y-tunnel init` to take it over, and remove the c8y-remote-access-plugin package so it does not write the file back",
-      );
+      return state.thinEdgePlugin
+        ? failLine(
+          name,
+          `${state.path} runs thin-edge's own plugin (${
+            JSON.stringify(state.command)
+          }), not c8y-tunnel: it reports refused targets and failed sessions as successful`,
+          "remove or disable thin-edge's plugin first (apt remove c8y-remote-access-plugin), then run `c8y-tunnel init`; a tedge upgrade that reinstalls the plugin writes its file back",
+        )
+        : failLine(
+          name,
+          `${state.path} runs ${JSON.stringify(state.command)}, not c8y-tunnel`,
+          "run `c8y-tunnel init` to take it over if c8y-tunnel should answer remote access requests",
+        );
     case "daemon":
       return daemon?.status === "up"
         ? okLine(name, `daemon mode (no [exec]); ${daemonText}`)
@@ -352,7 +389,13 @@ async function operationFileLine(
           "start `c8y-tunnel run` (systemctl enable --now c8y-tunnel), or switch to plugin mode with `c8y-tunnel init`",
         );
     case "plugin": {
-      const program = state.command.split(/\s+/)[0] ?? "";
+      // The mapper splits the command shell-style: so do we.
+      let program = "";
+      try {
+        program = splitWords(state.command)[0] ?? "";
+      } catch {
+        // Unbalanced quotes: the mapper cannot run it either.
+      }
       const exists = await Deno.stat(program).then(
         (s) => s.isFile,
         () => false,

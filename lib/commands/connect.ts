@@ -64,7 +64,8 @@ export async function connectCommand(
     );
     return 1;
   }
-  const config = await configFrom(args.config, host);
+  // The mapper that runs us says which connection the request came from.
+  const config = await configFrom(args.config, host, { profileFromEnv: true });
   setupLogging(config.log);
   if (host.env(CHILD_ENV) === "1") {
     return await runConnectChild(config, line, {

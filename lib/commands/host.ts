@@ -28,20 +28,28 @@ export interface CliArgs {
   readonly rest: readonly string[];
   /** `init --daemon`. */
   readonly daemon: boolean;
+  /** `init --child ID`, `cleanup --child ID`: a child device's external id. */
+  readonly child: string | undefined;
   /** `demo --ssh-port N`. */
   readonly sshPort: string | undefined;
   /** `demo --http-port N`. */
   readonly httpPort: string | undefined;
 }
 
-/** Loads the config `--config` names (else env C8Y_TUNNEL_CONFIG, else the default path). */
+/**
+ * Loads the config `--config` names (else env C8Y_TUNNEL_CONFIG, else the
+ * default path). `profileFromEnv`: the cloud profile is TEDGE_CLOUD_PROFILE's
+ * alone, as tedge-mapper-c8y tells `connect` (see loadConfig).
+ */
 export async function configFrom(
   path: string | undefined,
   host: CliHost,
+  options: { readonly profileFromEnv?: boolean } = {},
 ): Promise<Config> {
   return await loadConfig({
     ...(path !== undefined ? { path } : {}),
     env: host.env,
+    ...(options.profileFromEnv ? { profileFromEnv: true } : {}),
   });
 }
 

@@ -18,7 +18,7 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { type Config, DEFAULT_CONFIG_PATH } from "../config/config.ts";
-import { topicsFor } from "../mqtt/topics.ts";
+import { quoteWords, splitWords } from "../util/shell_words.ts";
 import { OPERATION_NAME } from "../protocol/operations.ts";
 import { errorMessage } from "../util/errors.ts";
 import {
@@ -29,10 +29,41 @@ import {
 } from "./host.ts";
 import { type SelfCommand, selfCommand } from "./self.ts";
 
-/** Where the operation file lives for `config` (tedge.toml's directory). */
-export function operationFilePath(config: Config): string {
-  return join(config.tedge.configDir, "operations", "c8y", OPERATION_NAME);
+/** thin-edge's operations directory for Cumulocity, shared by every mapper (every cloud profile). */
+export function operationsDir(config: Config): string {
+  return join(config.tedge.configDir, "operations", "c8y");
 }
+
+/**
+ * Where the operation file lives for `config` (tedge.toml's directory); for
+ * a child device in its own directory `operations/c8y/<external id>/`
+ * (thin-edge's mapper reads every sub-directory as a child's operations).
+ */
+export function operationFilePath(config: Config, child?: string): string {
+  return child === undefined
+    ? join(operationsDir(config), OPERATION_NAME)
+    : join(operationsDir(config), child, OPERATION_NAME);
+}
+
+/** Why `id` cannot be a child device's external id here, or undefined. */
+export function childIdProblem(id: string): string | undefined {
+  if (id.trim() === "") return "it is empty";
+  if (id === "." || id === "..") return `"${id}" is not a directory name`;
+  for (const ch of id) {
+    const code = ch.codePointAt(0)!;
+    if (
+      ch === "/" || ch === "+" || ch === "#" || code < 0x20 || code === 0x7f
+    ) {
+      return `it contains ${
+        JSON.stringify(ch)
+      }, which cannot be in an MQTT topic level or a directory name`;
+    }
+  }
+  return undefined;
+}
+
+/** The program thin-edge's own remote access plugin installs as its `[exec]` command. */
+export const THIN_EDGE_PLUGIN = "c8y-remote-access-plugin";
 
 /** What is in the operation file now. */
 export type OperationFileState =
@@ -46,6 +77,8 @@ export type OperationFileState =
     readonly kind: "foreign";
     readonly path: string;
     readonly command: string;
+    /** The command is thin-edge's own `c8y-remote-access-plugin`. */
+    readonly thinEdgePlugin: boolean;
   }
   | {
     readonly kind: "invalid";
@@ -53,10 +86,26 @@ export type OperationFileState =
     readonly reason: string;
   };
 
-/** True when an `[exec]` command line is c8y-tunnel's `connect`. */
+/** The words of an `[exec]` command as the mapper splits it (shell-style), or null when it cannot. */
+function commandWords(command: string): string[] | null {
+  try {
+    return splitWords(command);
+  } catch {
+    return null;
+  }
+}
+
+/** True when an `[exec]` command is thin-edge's own plugin. */
+export function isThinEdgePlugin(command: string): boolean {
+  const program = commandWords(command)?.[0];
+  return program !== undefined &&
+    (program === THIN_EDGE_PLUGIN || program.endsWith(`/${THIN_EDGE_PLUGIN}`));
+}
+
+/** True when an `[exec]` command line (split shell-style, as the mapper does) is c8y-tunnel's `connect`. */
 export function isOurCommand(command: string): boolean {
-  const words = command.trim().split(/\s+/);
-  if (!words.includes("connect")) return false;
+  const words = commandWords(command);
+  if (words === null || !words.includes("connect")) return false;
   return words.some((word) =>
     /(^|\/)c8y-tunnel[^/]*$/.test(word) || /(^|\/)main\.ts$/.test(word)
   );
@@ -65,8 +114,9 @@ export function isOurCommand(command: string): boolean {
 /** Reads and classifies the operation file; never throws. */
 export async function inspectOperationFile(
   config: Config,
+  child?: string,
 ): Promise<OperationFileState> {
-  const path = operationFilePath(config);
+  const path = operationFilePath(config, child);
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -100,9 +150,34 @@ export async function inspectOperationFile(
       reason: "its [exec] table has no command",
     };
   }
-  return isOurCommand(command)
-    ? { kind: "plugin", path, command }
-    : { kind: "foreign", path, command };
+  return isOurCommand(command) ? { kind: "plugin", path, command } : {
+    kind: "foreign",
+    path,
+    command,
+    thinEdgePlugin: isThinEdgePlugin(command),
+  };
+}
+
+/**
+ * The child devices that declare remote access: the sub-directories of
+ * `operations/c8y/` holding the operation file, sorted; never throws.
+ */
+export async function declaredChildren(config: Config): Promise<string[]> {
+  const children: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(operationsDir(config))) {
+      if (!entry.isDirectory) continue;
+      try {
+        await Deno.stat(operationFilePath(config, entry.name));
+        children.push(entry.name);
+      } catch {
+        // That child declares other operations only.
+      }
+    }
+  } catch {
+    // No operations directory: no children.
+  }
+  return children.sort();
 }
 
 /**
@@ -117,9 +192,9 @@ export async function daemonServesOperations(config: Config): Promise<boolean> {
 /**
  * The `[exec]` command for plugin mode: this program's `connect`, with
  * `--config` when the config file is not the default one (the mapper does
- * not pass our environment). thin-edge splits the command at whitespace
- * (no quoting), so no word may contain any.
- * @throws {RangeError} when a path contains whitespace.
+ * not pass our environment). tedge-mapper-c8y splits the command
+ * shell-style (thin-edge's `shell_words::split`), so a word with spaces is
+ * quoted and arrives whole.
  */
 export function pluginCommand(
   configFile: string | null,
@@ -133,21 +208,42 @@ export function pluginCommand(
     );
   }
   const { command, args: all } = self(args);
-  const words = [command, ...all];
-  const spaced = words.find((word) => /\s/.test(word) || word === "");
-  if (spaced !== undefined) {
-    throw new RangeError(
-      `Cannot write the operation file: "${spaced}" contains whitespace, but tedge-mapper-c8y splits [exec] command at whitespace: move it to a path without spaces`,
-    );
-  }
-  return words.join(" ");
+  return quoteWords([command, ...all]);
 }
 
-/** The file's text for plugin mode (`command` given) or daemon mode (`command` null); `topic` is where 530s arrive. */
+/**
+ * The `timeout` of plugin mode's `[exec]`, in seconds: tedge-mapper-c8y
+ * kills its command after it (thin-edge's default is an hour, during which
+ * the operation would stay "executing"). `connect` gives up on its own well
+ * before: after `tunnel.connect_timeout` + `c8y.jwt_timeout` and the handoff
+ * (see commands/connect.ts); 15 s more leave room for starting the runtime.
+ */
+export function execTimeoutSeconds(config: Config): number {
+  return Math.ceil(
+    (config.tunnel.connectTimeoutMs + config.c8y.jwtTimeoutMs) / 1000,
+  ) + 15;
+}
+
+/**
+ * The file's text for plugin mode (`command` given) or daemon mode
+ * (`command` null). The `topic` is always `c8y/s/ds`: each mapper reads it
+ * as `<its own prefix>/s/ds` (thin-edge replaces `c8y/`), so one file serves
+ * the default connection and every cloud profile, each mapper running the
+ * command with `TEDGE_CLOUD_PROFILE` set to its profile.
+ */
 export function operationFileText(
   command: string | null,
-  topic: string,
+  options: { readonly timeoutS: number; readonly child?: string },
 ): string {
+  if (options.child !== undefined) {
+    return [
+      `# Written by \`c8y-tunnel init --child ${options.child}\`: declares remote access`,
+      "# for this child device; the c8y-tunnel daemon (c8y-tunnel run) serves its",
+      "# requests (tedge-mapper-c8y does not run commands for a child's 530), so",
+      "# there is no [exec] table.",
+      "",
+    ].join("\n");
+  }
   if (command === null) {
     return [
       "# Written by `c8y-tunnel init --daemon`: the c8y-tunnel daemon",
@@ -160,10 +256,14 @@ export function operationFileText(
     "# Written by `c8y-tunnel init`: tedge-mapper-c8y runs c8y-tunnel once per",
     "# remote access request and reports its status (exit 0 = 503, else 502 with",
     "# the last line of stderr).",
+    "# The mapper splits command shell-style and appends the 530 line; it reads",
+    "# topic c8y/s/ds as <its prefix>/s/ds and sets TEDGE_CLOUD_PROFILE for a",
+    "# cloud profile, so this one file serves every Cumulocity connection.",
     "[exec]",
     `command = ${JSON.stringify(command)}`,
-    `topic = ${JSON.stringify(topic)}`,
+    'topic = "c8y/s/ds"',
     'on_message = "530"',
+    `timeout = ${options.timeoutS}`,
     "",
   ].join("\n");
 }
@@ -203,6 +303,8 @@ export interface WriteOptions {
   readonly command: string | null;
   /** Owner of what we create; default: tedge:tedge when running as root and the user exists, else unchanged. */
   readonly owner?: Owner | null;
+  /** A child device's external id: its own file, always without `[exec]`. */
+  readonly child?: string;
 }
 
 /** What {@linkcode writeOperationFile} did. */
@@ -224,8 +326,19 @@ export async function writeOperationFile(
   config: Config,
   options: WriteOptions,
 ): Promise<WriteResult> {
-  const path = operationFilePath(config);
-  const previous = await inspectOperationFile(config);
+  const { child } = options;
+  if (child !== undefined) {
+    const problem = childIdProblem(child);
+    if (problem !== undefined) {
+      throw new Error(
+        `Cannot declare remote access for child ${
+          JSON.stringify(child)
+        }: ${problem}`,
+      );
+    }
+  }
+  const path = operationFilePath(config, child);
+  const previous = await inspectOperationFile(config, child);
   const owner = options.owner !== undefined
     ? options.owner
     : Deno.uid() === 0
@@ -242,7 +355,8 @@ export async function writeOperationFile(
   }
   const dirs = [
     join(config.tedge.configDir, "operations"),
-    join(config.tedge.configDir, "operations", "c8y"),
+    operationsDir(config),
+    ...(child === undefined ? [] : [join(operationsDir(config), child)]),
   ];
   const createdDirs: string[] = [];
   try {
@@ -259,7 +373,10 @@ export async function writeOperationFile(
     }
     await Deno.writeTextFile(
       path,
-      operationFileText(options.command, topicsFor(config).smartRestIn),
+      operationFileText(child === undefined ? options.command : null, {
+        timeoutS: execTimeoutSeconds(config),
+        ...(child === undefined ? {} : { child }),
+      }),
       { mode: 0o644 },
     );
     await Deno.chmod(path, 0o644);
@@ -278,10 +395,17 @@ export async function writeOperationFile(
  * Removes the operation file; a missing one is fine (resolves false).
  * @throws {Error} naming the path when it exists but cannot be removed.
  */
-export async function removeOperationFile(config: Config): Promise<boolean> {
-  const path = operationFilePath(config);
+export async function removeOperationFile(
+  config: Config,
+  child?: string,
+): Promise<boolean> {
+  const path = operationFilePath(config, child);
   try {
     await Deno.remove(path);
+    if (child !== undefined) {
+      // An empty directory would still declare the child to thin-edge.
+      await Deno.remove(join(operationsDir(config), child)).catch(() => {});
+    }
     return true;
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
@@ -292,50 +416,76 @@ export async function removeOperationFile(config: Config): Promise<boolean> {
 
 // ---------------------------------------------------------------- commands
 
-/** `init [--daemon]`: writes the thin-edge operation file. */
+/** What `init` says when it replaced another program's file. */
+function replacedNote(previous: OperationFileState): string | null {
+  if (previous.kind !== "foreign") return null;
+  return previous.thinEdgePlugin
+    ? `note: replaced thin-edge's c8y-remote-access-plugin (the file ran "${previous.command}"): remove or disable that plugin (e.g. apt remove c8y-remote-access-plugin) before running init, or its package upgrade writes its own file back and its removal deletes this one\n`
+    : `note: replaced an operation file that ran "${previous.command}", not c8y-tunnel\n`;
+}
+
+/** `init [--daemon | --child ID]`: writes the thin-edge operation file. */
 export async function initCommand(
   args: CliArgs,
   host: CliHost,
 ): Promise<ExitCode> {
   const config = await configFrom(args.config, host);
-  if (!args.daemon && config.c8y.profile !== "") {
-    // Every thin-edge mapper shares operations/c8y: a plugin-mode file for one
-    // profile would take the operation away from the default connection.
+  if (args.child !== undefined && args.daemon) {
     host.stderr(
-      `c8y-tunnel: plugin mode serves only the default connection, and c8y.profile = "${config.c8y.profile}": run \`c8y-tunnel init --daemon\` and the daemon for this profile instead\n`,
+      "c8y-tunnel: --child and --daemon do not go together: a child's file never has [exec] (the daemon serves children)\n",
     );
-    return 1;
+    return 2;
   }
   let result;
   try {
-    const command = args.daemon
+    const command = args.daemon || args.child !== undefined
       ? null
       : pluginCommand(config.configFile, selfCommand);
-    result = await writeOperationFile(config, { command });
+    result = await writeOperationFile(config, {
+      command,
+      ...(args.child === undefined ? {} : { child: args.child }),
+    });
   } catch (error) {
     host.stderr(`c8y-tunnel: ${errorMessage(error)}\n`);
     return 1;
   }
-  if (result.previous.kind === "foreign") {
-    host.stderr(
-      `note: replaced an operation file that ran "${result.previous.command}" (thin-edge's c8y-remote-access-plugin?); remove that package so it does not write the file back\n`,
+  const note = replacedNote(result.previous);
+  if (note !== null) host.stderr(note);
+  if (args.child !== undefined) {
+    host.stdout(
+      `wrote ${result.path} (child ${args.child}: Cumulocity offers remote access for it; c8y-tunnel run serves its requests)\n`,
+    );
+  } else if (args.daemon) {
+    host.stdout(
+      `wrote ${result.path} (daemon mode: no [exec]); run the daemon: c8y-tunnel run (systemctl enable --now c8y-tunnel)\n`,
+    );
+  } else {
+    host.stdout(
+      `wrote ${result.path} (plugin mode: every Cumulocity connection's tedge-mapper-c8y runs c8y-tunnel connect per request)\n`,
     );
   }
-  host.stdout(
-    args.daemon
-      ? `wrote ${result.path} (daemon mode: no [exec]); run the daemon: c8y-tunnel run (systemctl enable --now c8y-tunnel)\n`
-      : `wrote ${result.path} (plugin mode: tedge-mapper-c8y runs c8y-tunnel connect per request)\n`,
-  );
   return 0;
 }
 
-/** `cleanup`: removes our operation file; a missing one is fine, another program's is left alone. */
+/** `cleanup [--child ID]`: removes our operation file; a missing one is fine, another program's is left alone. */
 export async function cleanupCommand(
   args: CliArgs,
   host: CliHost,
 ): Promise<ExitCode> {
   const config = await configFrom(args.config, host);
-  const state = await inspectOperationFile(config);
+  const child = args.child;
+  if (child !== undefined) {
+    const problem = childIdProblem(child);
+    if (problem !== undefined) {
+      host.stderr(
+        `c8y-tunnel: cannot clean up child ${
+          JSON.stringify(child)
+        }: ${problem}\n`,
+      );
+      return 1;
+    }
+  }
+  const state = await inspectOperationFile(config, child);
   if (state.kind === "foreign") {
     host.stdout(
       `left ${state.path} in place: it runs "${state.command}", not c8y-tunnel\n`,
@@ -343,7 +493,7 @@ export async function cleanupCommand(
     return 0;
   }
   try {
-    const removed = await removeOperationFile(config);
+    const removed = await removeOperationFile(config, child);
     host.stdout(
       removed
         ? `removed ${state.path}\n`

@@ -27,7 +27,7 @@ export async function runCommand(
   const operations = await daemonServesOperations(config);
   if (!operations) {
     host.stderr(
-      "operation file is in plugin mode: serving requests handed over by `c8y-tunnel connect` only (run `c8y-tunnel init --daemon` to listen directly)\n",
+      "operation file is in plugin mode: serving requests handed over by `c8y-tunnel connect` and child devices' requests (run `c8y-tunnel init --daemon` to listen for all)\n",
     );
   }
   const agent = new Agent(config, { operations });

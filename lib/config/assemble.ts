@@ -179,6 +179,13 @@ export function finish(draft: Draft, files: DraftFiles): Config {
   const issues: string[] = [];
   const origins: Record<string, string> = {};
   for (const [key, setting] of settings) origins[key] = setting.from;
+  // A cloud profile's daemon and clients get their own default service name
+  // and client id (like thin-edge's tedge-mapper-c8y@<profile>), so that the
+  // daemons of two connections never share a topic or a session.
+  const perProfile = (key: "health.service_name" | "mqtt.client_id") =>
+    tedge.profile !== "" && settings.get(key)?.from === "default"
+      ? `${get(key)!}@${tedge.profile}`
+      : get(key)!;
 
   let deviceId = get("c8y.device_id");
   if (
@@ -252,7 +259,7 @@ export function finish(draft: Draft, files: DraftFiles): Config {
       host: get("mqtt.host")!,
       port: get("mqtt.port")!,
       topicPrefix: get("mqtt.topic_prefix")!,
-      clientId: get("mqtt.client_id")!,
+      clientId: perProfile("mqtt.client_id"),
       maxPayloadBytes: get("mqtt.max_payload")!,
       tls,
       auth: login,
@@ -283,7 +290,7 @@ export function finish(draft: Draft, files: DraftFiles): Config {
     },
     health: {
       topicRoot: get("health.topic_root")!,
-      serviceName: get("health.service_name")!,
+      serviceName: perProfile("health.service_name"),
       deviceTopicId: get("health.device_topic_id")!,
       serviceType: get("health.service_type")!,
     },

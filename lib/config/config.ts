@@ -22,6 +22,7 @@ export {
   loadConfig,
   type LoadConfigOptions,
   parseConfig,
+  PROFILE_ENV,
 } from "./load.ts";
 export { DEFAULT_TEDGE_CONFIG_PATH } from "./schema.ts";
 export type {

@@ -17,6 +17,7 @@ import {
   c8yMapperDirs,
   chooseMapper,
   MAPPERS_DIR,
+  type ProfileChoice,
   profileChoice,
   readThinEdge,
 } from "./tedge.ts";
@@ -28,6 +29,12 @@ export interface LoadConfigOptions {
   /** Config file path from `--config`; wins over env C8Y_TUNNEL_CONFIG. */
   readonly path?: string;
   readonly env?: (name: string) => string | undefined;
+  /**
+   * Take the cloud profile from TEDGE_CLOUD_PROFILE alone, unset meaning
+   * the default connection (`connect`, run by tedge-mapper-c8y); otherwise
+   * the variable wins over c8y.profile only when it is set and not empty.
+   */
+  readonly profileFromEnv?: boolean;
   readonly readTextFile?: (path: string) => Promise<string>;
   /** Names of a directory's entries (thin-edge's mappers/); rejects NotFound when absent. */
   readonly readDir?: (path: string) => Promise<string[]>;
@@ -56,6 +63,11 @@ export interface ConfigInput {
 export const DEFAULT_CONFIG_PATH = "/etc/c8y-tunnel/config.toml";
 /** Environment variable naming our config file. */
 export const CONFIG_PATH_ENV = "C8Y_TUNNEL_CONFIG";
+/**
+ * thin-edge's cloud profile variable: tedge-mapper-c8y sets it for the
+ * commands a profile's mapper runs; when set it wins over c8y.profile.
+ */
+export const PROFILE_ENV = "TEDGE_CLOUD_PROFILE";
 
 /**
  * What the assembly needs next: a file's text (null when it does not
@@ -90,6 +102,8 @@ function* entries(path: string): Generator<Request, string[] | null, Answer> {
 interface Start {
   readonly file: string;
   readonly text: string | null;
+  /** The cloud profile from TEDGE_CLOUD_PROFILE, over our file's c8y.profile. */
+  readonly profile?: ProfileChoice;
   /** tedge.toml's path when our file does not set tedge.config_path. */
   readonly tedgePath: string;
 }
@@ -120,7 +134,7 @@ function* assemble(start: Start): Assembly {
     const mapperText = yield* text({ role: "mapper", path });
     if (mapperText !== null) found.set(dir, mapperText);
   }
-  const choice = profileChoice(file, ours);
+  const choice = start.profile ?? profileChoice(file, ours);
   const chosen = chooseMapper(mappersDir, found, choice);
   const mapper = chosen && {
     file: join(mappersDir, chosen.dir, "mapper.toml"),
@@ -225,10 +239,21 @@ export async function loadConfig(
       `${file}: config file does not exist (given by ${askedBy}): create it or correct the path`,
     );
   }
+  // tedge-mapper-c8y runs an operation's command with TEDGE_CLOUD_PROFILE
+  // set for a cloud profile's mapper only: for `connect`, unset means the
+  // default connection, whatever our file says.
+  const profile = env(PROFILE_ENV);
   const steps = assemble({
     file,
     text,
     tedgePath: DEFAULT_TEDGE_CONFIG_PATH,
+    ...(profile !== undefined && (profile !== "" || options.profileFromEnv)
+      ? {
+        profile: { name: profile, file: `environment variable ${PROFILE_ENV}` },
+      }
+      : options.profileFromEnv
+      ? { profile: { name: "", file: `environment variable ${PROFILE_ENV}` } }
+      : {}),
   });
   const list = options.readDir ?? readDirNames;
   let step = steps.next();

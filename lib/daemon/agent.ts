@@ -48,9 +48,10 @@ export interface AgentDeps {
   readonly clock?: Clock;
   readonly log?: Logger;
   /**
-   * Listen for operations from the cloud (530 and JSON; default true).
-   * False in thin-edge plugin mode, where the mapper runs `connect` and the
-   * daemon serves only what `connect` hands over.
+   * Serve the main device's operations from the cloud (530 and JSON;
+   * default true). False in thin-edge plugin mode, where the mapper runs
+   * `connect` for them (which hands them over); child devices' requests are
+   * served either way, as the mapper never runs a command for a child.
    */
   readonly operations?: boolean;
 }
@@ -74,6 +75,8 @@ export class Agent extends EventTarget implements AsyncDisposable {
   readonly #link: MqttLink;
   readonly #handoff: HandoffServer;
   readonly #build: SessionBuilder;
+  /** False in plugin mode: the main device's requests come through `connect`. */
+  readonly #mainOperations: boolean;
   #stopping = false;
 
   constructor(config: Config, deps: AgentDeps = {}) {
@@ -81,18 +84,20 @@ export class Agent extends EventTarget implements AsyncDisposable {
     this.#config = config;
     this.#log = deps.log ?? logger("agent");
     this.#policy = new Policy(config.tunnel.allow, config.tunnel.maxSessions);
+    this.#mainOperations = deps.operations ?? true;
     this.#link = MqttLink.connect({
       config,
       log: logger("mqtt"),
       onMessage: (topic, payload) => this.#onMessage(topic, payload),
       health: true,
-      operations: deps.operations ?? true,
+      operations: true,
       extraTopics: [topicsFor(config).handoffRequests],
     });
     this.#handoff = new HandoffServer({
       topics: this.#link.topics,
       publish: (topic, payload) => this.#link.publish(topic, payload),
       serve: (request, answer) => this.#serveHandedOver(request, answer),
+      profile: config.c8y.profile,
       log: this.#log,
     });
     this.#build = sessionBuilder(config, {
@@ -146,6 +151,16 @@ export class Agent extends EventTarget implements AsyncDisposable {
   }
 
   #handle(outcome: ParseOutcome, payload: string): void {
+    if (
+      !this.#mainOperations && outcome.kind !== "ignored" &&
+      (outcome.kind === "request" ? outcome.request : outcome.ref)
+          .deviceId === this.#config.c8y.deviceId
+    ) {
+      this.#log.debug(
+        "left a request for the main device to tedge-mapper-c8y (plugin mode)",
+      );
+      return;
+    }
     switch (outcome.kind) {
       case "ignored":
         if (outcome.quiet) {

@@ -82,6 +82,7 @@ export async function handOff(
     const request: HandoffRequest = {
       line,
       expires: Date.now() + HANDOFF_EXPIRES_MS,
+      profile: config.c8y.profile,
     };
     await broker.publish(topics.handoffRequest(id), JSON.stringify(request));
     const first = await reply(HANDOFF_ACCEPT_MS);

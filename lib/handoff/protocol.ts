@@ -24,6 +24,8 @@ export const HEALTH_WAIT_MS = 500;
 export interface HandoffRequest {
   readonly line: string;
   readonly expires: number;
+  /** The cloud profile `connect` serves ("" = the default connection); a daemon of another one drops it. */
+  readonly profile?: string;
 }
 
 /** The daemon's answers: accepted at once, then successful or failed. */
@@ -54,7 +56,11 @@ export function parseRequest(text: string): HandoffRequest | undefined {
     typeof body !== "object" || body === null ||
     typeof body.line !== "string" || typeof body.expires !== "number"
   ) return undefined;
-  return { line: body.line, expires: body.expires };
+  return {
+    line: body.line,
+    expires: body.expires,
+    ...(typeof body.profile === "string" ? { profile: body.profile } : {}),
+  };
 }
 
 /** A reply message, or undefined when it is not one. */

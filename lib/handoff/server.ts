@@ -25,6 +25,8 @@ export interface HandoffServerDeps {
   readonly log: Logger;
   /** Unix ms; tests may fake it. */
   readonly now?: () => number;
+  /** The cloud profile this daemon serves ("" = the default connection). */
+  readonly profile?: string;
 }
 
 /** How many request ids the server remembers to drop MQTT re-deliveries. */
@@ -56,6 +58,19 @@ export class HandoffServer {
       this.#deps.log.warn("dropped a malformed connect handoff: {payload}", {
         payload: shorten(payload, 120),
       });
+      return;
+    }
+    const profile = this.#deps.profile ?? "";
+    if ((body.profile ?? "") !== profile) {
+      // Another connection's request (a shared service name): not ours to
+      // serve; unanswered, `connect` serves it itself.
+      this.#deps.log.warn(
+        "dropped a connect handoff for cloud profile {asked}: this daemon serves {profile}",
+        {
+          asked: body.profile || "(default)",
+          profile: profile || "(default)",
+        },
+      );
       return;
     }
     const now = (this.#deps.now ?? Date.now)();

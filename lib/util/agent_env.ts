@@ -7,13 +7,15 @@
  */
 
 /**
- * The config path (config.ts CONFIG_PATH_ENV) and the marker of connect's
- * detached child (connect.ts CHILD_ENV); tests/env_fence_test.ts keeps the
- * three in step.
+ * The config path (config CONFIG_PATH_ENV), the marker of connect's
+ * detached child (connect.ts CHILD_ENV), and the cloud profile that
+ * tedge-mapper-c8y sets for a profile's commands (config PROFILE_ENV);
+ * tests/env_fence_test.ts keeps the lists in step.
  */
 export const AGENT_ENV: readonly string[] = [
   "C8Y_TUNNEL_CONFIG",
   "C8Y_TUNNEL_CONNECT_CHILD",
+  "TEDGE_CLOUD_PROFILE",
 ];
 
 /** The agent's variables that are set and readable, as a plain object. */
