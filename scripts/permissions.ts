@@ -23,8 +23,12 @@ export const READ_PATHS: readonly string[] = [
   "/etc/group",
 ];
 
-/** Where the agent writes: `init`/`cleanup` write thin-edge's operation file below it. */
-export const WRITE_PATHS: readonly string[] = ["/etc/tedge/operations"];
+/** Where the agent writes: `init`/`cleanup` write thin-edge's operation file below the first, `connect` its log below the second. */
+export const WRITE_PATHS: readonly string[] = [
+  "/etc/tedge/operations",
+  // log.file of `connect` (docs/config.md, [log]).
+  "/var/log/c8y-tunnel",
+];
 
 /** Where install.sh and the .deb put the binary. */
 export const INSTALL_PATH = "/usr/bin/c8y-tunnel";

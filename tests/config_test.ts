@@ -143,7 +143,7 @@ Deno.test("parseConfig() applies the built-in defaults", () => {
       idleTimeoutMs: 3_600_000,
       maxDurationMs: 0,
     },
-    log: { level: "info", format: "text" },
+    log: { level: "info", format: "text", file: "" },
     proxy: { address: "", username: "", password: "" },
     health: {
       topicRoot: "te",
@@ -263,7 +263,7 @@ Deno.test("parseConfig() reads every key of its own file", () => {
       idleTimeoutMs: 0,
       maxDurationMs: 7_200_000,
     },
-    log: { level: "debug", format: "json" },
+    log: { level: "debug", format: "json", file: "" },
     proxy: {
       address: "http://proxy.local:3128",
       username: "pu",

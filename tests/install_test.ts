@@ -557,7 +557,7 @@ Deno.test("install/config.toml parses, commented and uncommented", async () => {
   });
   assert.equal(all.tunnel.maxSessions, 16);
   assert.equal(all.tunnel.idleTimeoutMs, 3_600_000);
-  assert.deepEqual(all.log, { level: "info", format: "text" });
+  assert.deepEqual(all.log, { level: "info", format: "text", file: "" });
 });
 
 // ---------------------------------------------------------------- permissions
@@ -570,7 +570,7 @@ Deno.test("permissionFlags() scopes read and write, and net only when asked", ()
   const read = READ_PATHS.join(",");
   assert.deepEqual(permissionFlags(), [
     `--allow-read=${read}`,
-    "--allow-write=/etc/tedge/operations",
+    "--allow-write=/etc/tedge/operations,/var/log/c8y-tunnel",
     `--allow-env=${ENV_READ.join(",")}`,
     "--allow-net",
     ...tail,
@@ -583,7 +583,7 @@ Deno.test("permissionFlags() scopes read and write, and net only when asked", ()
     }),
     [
       `--allow-read=${read},/usr/local/share/ca-certificates`,
-      "--allow-write=/etc/tedge/operations,/srv/tedge/operations",
+      "--allow-write=/etc/tedge/operations,/var/log/c8y-tunnel,/srv/tedge/operations",
       `--allow-env=${ENV_READ.join(",")}`,
       "--allow-net=127.0.0.1:1883,t1.example.com:443",
       ...tail,

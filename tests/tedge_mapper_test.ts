@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { failureReason, runLikeMapper } from "./mapper_emulator.ts";
 import { quoteWords } from "../lib/util/shell_words.ts";
+import { oneLine } from "../lib/commands/connect.ts";
 import { echo, type Rig, rigToml, startRig, tcpServer } from "./harness.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -117,9 +118,94 @@ Deno.test({
     );
     killSession(run.stdout);
     assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stderr, "");
     assert.ok(!run.timedOut, "the session held the mapper's pipes open");
     assert.equal(run.stdout.trim().split("\n").length, 1, run.stdout);
     assert.ok(run.stdout.length < 160, `stdout too long: ${run.stdout}`);
     assert.equal(target.accepted(), 1);
   },
+});
+
+Deno.test({
+  name:
+    "a failing connect writes exactly one stderr line, the reason, at every log level",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using rig = await startRig();
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (closed.addr as Deno.NetAddr).port;
+    closed.close();
+    for (const level of ["debug", "info", "warn", "error"]) {
+      await using cfg = await spacedConfig(rig, {
+        log: `level = "${level}"`,
+      });
+      const session = rig.sim.openSession();
+      const run = await runLikeMapper(
+        commandFor(cfg.path),
+        `530,test-device,127.0.0.1,${port},${session.key}`,
+        { timeoutS: 60 },
+      );
+      await session[Symbol.asyncDispose]();
+      killSession(run.stdout);
+      assert.equal(run.code, 1, `${level}: ${run.stdout}`);
+      assert.equal(
+        run.stderr,
+        `cannot connect to target 127.0.0.1:${port}: connection refused\n`,
+        `log level ${level}`,
+      );
+      assert.equal(
+        run.reason,
+        `cannot connect to target 127.0.0.1:${port}: connection refused`,
+      );
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "connect writes its log to log.file, not stderr; a bad config and an overlong reason are one line too",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using rig = await startRig();
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (closed.addr as Deno.NetAddr).port;
+    closed.close();
+    await using cfg = await spacedConfig(rig, {
+      log: 'level = "debug"\nfile = "@LOG@"',
+    });
+    const logFile = join(cfg.dir, "connect.log");
+    await Deno.writeTextFile(
+      cfg.path,
+      (await Deno.readTextFile(cfg.path)).replace("@LOG@", logFile),
+    );
+    const session = rig.sim.openSession();
+    const run = await runLikeMapper(
+      commandFor(cfg.path),
+      `530,test-device,127.0.0.1,${port},${session.key}`,
+      { timeoutS: 60 },
+    );
+    await session[Symbol.asyncDispose]();
+    assert.equal(run.stderr.split("\n").length, 2, run.stderr);
+    const log = await Deno.readTextFile(logFile);
+    assert.match(log, /\[DBG\].*serving the request itself/);
+    assert.match(log, /connecting -> failed/);
+
+    // A config error: one line naming the file and key.
+    await Deno.writeTextFile(cfg.path, '[tunnel]\nallow = "nope"\n');
+    const bad = await runLikeMapper(commandFor(cfg.path), "530,d,h,22,k");
+    assert.equal(bad.code, 1);
+    assert.equal(bad.stderr.split("\n").length, 2, bad.stderr);
+    assert.match(bad.reason ?? "", /tunnel\.allow/);
+  },
+});
+
+Deno.test("oneLine() keeps a reason on one line and under the mapper's 500-byte cut, between characters", () => {
+  assert.equal(oneLine("a\nb\r\nc"), "a b c");
+  assert.equal(oneLine(""), "remote access failed");
+  const long = oneLine("é".repeat(400));
+  assert.ok(new TextEncoder().encode(long).length <= 500);
+  assert.ok(long.endsWith("..."));
+  assert.ok(!long.includes("\uFFFD"));
 });

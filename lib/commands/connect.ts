@@ -14,7 +14,13 @@
  *    (`detached: true`) with {@linkcode CHILD_ENV} set; the child opens the
  *    tunnel (lib/session/serve.ts, as the daemon does) and writes one line on
  *    its stdout, `OK` or `FAIL <reason>`, then keeps the session. The parent
- *    relays the child's log lines until then and exits 0 or 1.
+ *    then exits 0 or 1.
+ *
+ * What the mapper shows the user: on failure, the last stderr line is the
+ * reason, and if stderr has more lines, all of them follow it. So at every
+ * log level `connect` writes exactly one line to stderr, the reason, and
+ * nothing on success; its log (parent and child) goes to `log.file`, or
+ * nowhere; a handed-over session is logged by the daemon (the journal).
  *
  * @module
  */
@@ -29,7 +35,14 @@ import type { Dial } from "../session/pump.ts";
 import { sessionBuilder } from "../session/serve.ts";
 import { deadline, DeadlineError } from "../util/deadline.ts";
 import { errorMessage } from "../util/errors.ts";
-import { type Logger, logger, setupLogging, shortKey } from "../util/log.ts";
+import {
+  dropLines,
+  fileLineWriter,
+  type Logger,
+  logger,
+  setupLogging,
+  shortKey,
+} from "../util/log.ts";
 import {
   type CliArgs,
   type CliHost,
@@ -44,9 +57,20 @@ export const CHILD_ENV = "C8Y_TUNNEL_CONNECT_CHILD";
 /** Extra time, beyond connect and JWT timeouts, that the parent waits for a result. */
 const RESULT_MARGIN_MS = 5000;
 
-/** One line, for stderr and the operation's failure reason. */
-function oneLine(text: string): string {
-  return text.replace(/[\r\n]+/g, " ").trim() || "remote access failed";
+/** Longest reason in UTF-8 bytes: the mapper cuts at 500 bytes, and a cut inside a character makes it fail. */
+const REASON_MAX_BYTES = 480;
+
+/** One line, for stderr and the operation's failure reason; at most {@linkcode REASON_MAX_BYTES}, cut between characters. */
+export function oneLine(text: string): string {
+  const line = text.replace(/[\r\n]+/g, " ").trim() || "remote access failed";
+  let bytes = 0;
+  let out = "";
+  for (const ch of line) {
+    bytes += new TextEncoder().encode(ch).length;
+    if (bytes > REASON_MAX_BYTES) return `${out.trimEnd()}...`;
+    out += ch;
+  }
+  return out;
 }
 
 /**
@@ -65,8 +89,19 @@ export async function connectCommand(
     return 1;
   }
   // The mapper that runs us says which connection the request came from.
-  const config = await configFrom(args.config, host, { profileFromEnv: true });
-  setupLogging(config.log);
+  let config: Config;
+  try {
+    config = await configFrom(args.config, host, { profileFromEnv: true });
+  } catch (error) {
+    // One line: the mapper shows the last stderr line as the reason.
+    host.stderr(`${oneLine(errorMessage(error))}\n`);
+    return 1;
+  }
+  // Never stderr: it is the failure reason that the mapper reports.
+  setupLogging({
+    ...config.log,
+    write: config.log.file === "" ? dropLines : fileLineWriter(config.log.file),
+  });
   if (host.env(CHILD_ENV) === "1") {
     return await runConnectChild(config, line, {
       shutdownRequested: host.shutdownRequested,
@@ -175,15 +210,18 @@ async function spawnChild(
       }`,
     );
   }
-  // Relay the child's log lines until it has decided.
+  // The child logs to log.file; its stderr carries only what escapes that
+  // (a crash). Keep the end of it for the reason, never pass it on.
   const stderrReader = child.stderr.getReader();
+  let childStderr = "";
   const relay = (async () => {
     const decoder = new TextDecoder();
     try {
       for (;;) {
         const { value, done } = await stderrReader.read();
         if (done) return;
-        options.stderr(decoder.decode(value, { stream: true }));
+        childStderr = (childStderr + decoder.decode(value, { stream: true }))
+          .slice(-2048);
       }
     } catch {
       // Cancelled once the child decided.
@@ -240,8 +278,11 @@ async function spawnChild(
   if (result !== null && result.startsWith(CHILD_FAIL)) {
     return fail(result.slice(CHILD_FAIL.length));
   }
+  const last = childStderr.trim().split("\n").at(-1)?.trim();
   return fail(
-    `the session process ended (exit code ${status.code}) before the tunnel was up`,
+    `the session process ended (exit code ${status.code}) before the tunnel was up${
+      last ? `: ${last}` : ""
+    }`,
   );
 }
 

@@ -282,7 +282,11 @@ export function finish(draft: Draft, files: DraftFiles): Config {
       idleTimeoutMs: get("tunnel.idle_timeout")!,
       maxDurationMs: get("tunnel.max_duration")!,
     },
-    log: { level: get("log.level")!, format: get("log.format")! },
+    log: {
+      level: get("log.level")!,
+      format: get("log.format")!,
+      file: get("log.file")!,
+    },
     proxy: {
       address: get("proxy.address")!,
       username: get("proxy.username")!,

@@ -59,6 +59,7 @@ export interface Values {
   "tunnel.max_duration": number;
   "log.level": LogLevel;
   "log.format": LogFormat;
+  "log.file": string;
   "proxy.address": string;
   "proxy.username": string;
   "proxy.password": string;
@@ -112,6 +113,7 @@ export const CHECKS: { readonly [K in Key]: Check<Values[K]> } = {
   "tunnel.max_duration": seconds("unlimited"),
   "log.level": oneOf<LogLevel>(["debug", "info", "warn", "error"]),
   "log.format": oneOf<LogFormat>(["text", "json"]),
+  "log.file": anyString,
   "proxy.address": proxyAddress,
   "proxy.username": anyString,
   "proxy.password": anyString,
@@ -149,6 +151,7 @@ export const DEFAULTS: { readonly [K in Exclude<Key, NoDefault>]: Values[K] } =
     "tunnel.max_duration": 0,
     "log.level": "info",
     "log.format": "text",
+    "log.file": "",
     "proxy.address": "",
     "proxy.username": "",
     "proxy.password": "",

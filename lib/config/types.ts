@@ -74,7 +74,16 @@ export interface Config {
     /** 0 = unlimited. */
     readonly maxDurationMs: number;
   };
-  readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+  /**
+   * Log level and format; `file` is where `connect` writes its log ("" =
+   * nowhere): its stderr carries only the one line of a failure's reason,
+   * which tedge-mapper-c8y shows in Cumulocity.
+   */
+  readonly log: {
+    readonly level: LogLevel;
+    readonly format: LogFormat;
+    readonly file: string;
+  };
   /** HTTP CONNECT proxy for the cloud leg; address "" = none, else "http(s)://host[:port]". */
   readonly proxy: {
     readonly address: string;

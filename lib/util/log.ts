@@ -41,6 +41,33 @@ const stderrWriter: LineWriter = (line) => {
   }
 };
 
+/** Drops every line (`connect` without `log.file`: its stderr is the operation's failure reason). */
+export const dropLines: LineWriter = () => {};
+
+/**
+ * Appends each line to `path` (created 0644 if missing); lines that cannot
+ * be written are dropped, as nothing else may go to `connect`'s stderr.
+ */
+export function fileLineWriter(path: string): LineWriter {
+  let file: Deno.FsFile | null = null;
+  try {
+    file = Deno.openSync(path, {
+      append: true,
+      create: true,
+      mode: 0o644,
+    });
+  } catch {
+    return dropLines;
+  }
+  return (line) => {
+    try {
+      file?.writeSync(encoder.encode(line));
+    } catch {
+      // Disk full or file gone: the log is best effort.
+    }
+  };
+}
+
 /** Configures logging once per process (calling again replaces the set-up). */
 export function setupLogging(
   options: {
