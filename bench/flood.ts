@@ -27,6 +27,7 @@ import { parseArgs } from "node:util";
 import { resetPeak } from "./proc.ts";
 import {
   type Cloud,
+  type RemoteTarget,
   ROOT,
   type Service,
   startCloud,
@@ -125,7 +126,10 @@ export interface HostileRig extends AsyncDisposable {
   readonly dir: string;
   readonly broker: Service;
   readonly cloud: Cloud;
+  readonly target: RemoteTarget;
   readonly targetPort: number;
+  /** Size of the target's pattern (largest download). */
+  readonly patternBytes: number;
   /** Resolves with the connection key of each client connection, in order. */
   nextKey(): Promise<string>;
 }
@@ -138,7 +142,8 @@ export async function startRig(): Promise<HostileRig> {
     stack.defer(() => Deno.remove(dir, { recursive: true }).catch(() => {}));
   } else console.error(`hostile: keeping ${dir}`);
   try {
-    const target = stack.use(await startTarget(64 * MiB));
+    const patternBytes = 16 * MiB;
+    const target = stack.use(await startTarget(patternBytes));
     const broker = stack.use(await startMosquitto(dir));
     const cloud = stack.use(await startCloud("sim"));
     const keys: string[] = [];
@@ -153,7 +158,9 @@ export async function startRig(): Promise<HostileRig> {
       dir,
       broker,
       cloud,
+      target,
       targetPort: target.port,
+      patternBytes,
       nextKey: () => {
         const key = keys.shift();
         return key !== undefined
@@ -999,6 +1006,7 @@ export async function floodMain(args: string[]): Promise<number> {
       keys: { type: "string" },
       idle: { type: "string" },
       out: { type: "string" },
+      "no-priority": { type: "boolean", default: false },
     },
   });
   const base = values.quick ? QUICK_FLOOD : FULL_FLOOD;

@@ -305,6 +305,8 @@ function usage(): string {
   --out FILE        write the report there (full run default: bench/RESULTS.md)
   --no-priority     do not raise the bench's priority (default: nice -10 when
                     allowed, inherited by every process it starts)
+  --flood [--quick] hostile MQTT flood instead (bench/flood.ts; its own options)
+  --soak MINUTES    soak instead: sessions + hostile trickle (bench/soak.ts)
 `;
 }
 
@@ -489,6 +491,22 @@ function report(
 }
 
 async function main(): Promise<number> {
+  // Hostile input (issue 11): separate runs with their own options.
+  const hostile = Deno.args.includes("--flood")
+    ? "./flood.ts"
+    : Deno.args.includes("--soak")
+    ? "./soak.ts"
+    : null;
+  if (hostile !== null) {
+    if (!Deno.args.includes("--no-priority")) {
+      console.error(`bench: ${await raisePriority()}`);
+    }
+    const run = await import(hostile) as {
+      floodMain?: (args: string[]) => Promise<number>;
+      soakMain?: (args: string[]) => Promise<number>;
+    };
+    return (run.floodMain ?? run.soakMain)!(Deno.args);
+  }
   const { values } = parseArgs({
     args: Deno.args,
     options: {
