@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import type { Config } from "../config/config.ts";
 import type { OpenCloudLeg } from "../cloud/leg.ts";
 import { HandoffServer } from "../handoff/server.ts";
@@ -34,6 +35,19 @@ import { errorMessage } from "../util/errors.ts";
 
 /** How many recently seen connection keys are remembered to drop re-deliveries. */
 const RECENT_KEYS = 1024;
+
+/** Longest connection key remembered as is (a valid key is at most this long). */
+const MAX_REMEMBERED_KEY_CHARS = 128;
+
+/**
+ * What the duplicate-key memory stores for `key`: the key when it can be
+ * valid, else a fixed-size SHA-256 digest (an invalid 1 MiB key must not
+ * stay in memory).
+ */
+export function rememberedKey(key: string): string {
+  if (key.length <= MAX_REMEMBERED_KEY_CHARS) return key;
+  return `sha256:${createHash("sha256").update(key).digest("base64")}`;
+}
 
 /** Name of the event an {@linkcode Agent} dispatches when a session has ended and been forgotten. */
 export const SESSION_ENDED = "sessionended";
@@ -207,16 +221,21 @@ export class Agent extends EventTarget implements AsyncDisposable {
     this.#launch(request, origin);
   }
 
-  /** True for a key already seen (a re-delivery, or the same request as 530 and JSON). */
+  /**
+   * True for a key already seen (a re-delivery, or the same request as 530
+   * and JSON). A key longer than a valid one is remembered by its digest,
+   * so the memory holds at most RECENT_KEYS x 128 characters.
+   */
   #isDuplicate(ref: OperationRef): boolean {
     if (ref.key === "") return false;
-    if (this.#recentKeys.has(ref.key)) {
+    const remembered = rememberedKey(ref.key);
+    if (this.#recentKeys.has(remembered)) {
       this.#log.debug("dropped duplicate delivery of {key}", {
-        key: shortKey(ref.key),
+        key: shortKey(shorten(ref.key, 40)),
       });
       return true;
     }
-    this.#recentKeys.add(ref.key);
+    this.#recentKeys.add(remembered);
     if (this.#recentKeys.size > RECENT_KEYS) {
       const oldest = this.#recentKeys.values().next().value;
       if (oldest !== undefined) this.#recentKeys.delete(oldest);

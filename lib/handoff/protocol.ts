@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { jsonTooDeep } from "../protocol/json_depth.ts";
 
 /** How long `connect` waits for a running daemon to accept a handed-over request. */
 export const HANDOFF_ACCEPT_MS = 2500;
@@ -42,6 +43,7 @@ export function isRequestId(id: string): boolean {
 }
 
 function parseJson(text: string): unknown {
+  if (jsonTooDeep(text)) return undefined;
   try {
     return JSON.parse(text);
   } catch {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { jsonTooDeep } from "../protocol/json_depth.ts";
 
 /** The token in a `71,<token>` answer (quotes removed), or undefined for anything else. */
 export function parseJwtAnswer(text: string): string | undefined {
@@ -25,6 +26,7 @@ export function jwtExpiry(token: string): number | null {
         "=",
       ),
     );
+    if (jsonTooDeep(json)) return null;
     const exp = (JSON.parse(json) as { exp?: unknown }).exp;
     return typeof exp === "number" && Number.isFinite(exp) ? exp : null;
   } catch {

@@ -16,6 +16,7 @@ import { deadline, settlesWithin } from "../util/deadline.ts";
 import { brokerName, brokerOptions } from "./broker.ts";
 import { jwtExpiry, parseJwtAnswer } from "./jwt.ts";
 import { type Topics, topicsFor } from "./topics.ts";
+import { guardStream, type OversizedMessage } from "./size_guard.ts";
 
 /** A message from a subscribed topic. */
 export type MessageHandler = (topic: string, payload: string) => void;
@@ -40,6 +41,15 @@ const MqttClient: typeof mqtt.MqttClient = typeof clientEntry === "function"
 export type MqttConnectOptions = mqtt.IClientOptions & {
   readonly host: string;
   readonly port: number;
+  /**
+   * Keep PUBLISH packets whose payload is over `maxPayloadBytes` out of the
+   * client: skipped on the socket as they arrive, before MQTT.js would
+   * buffer them whole (size_guard.ts), and reported to `onOversized`.
+   */
+  readonly guard?: {
+    readonly maxPayloadBytes: number;
+    readonly onOversized: (message: OversizedMessage) => void;
+  };
 };
 
 /**
@@ -51,9 +61,9 @@ export type MqttConnectOptions = mqtt.IClientOptions & {
  * private memory (docs/bench.md).
  */
 export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
-  const { host, port } = options;
+  const { host, port, guard, ...rest } = options;
   // mqtts (mqtt/broker.ts): TLS with the broker's CA and the client certificate.
-  const open = options.protocol === "mqtts"
+  const connect = options.protocol === "mqtts"
     ? () =>
       connectTls({
         host,
@@ -64,8 +74,16 @@ export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
         rejectUnauthorized: options.rejectUnauthorized !== false,
       })
     : () => createConnection({ host, port });
+  const open = () => {
+    const socket = connect();
+    return guard
+      ? guardStream(socket, guard.maxPayloadBytes, guard.onOversized)
+      : socket;
+  };
   const client = new MqttClient(open as never, {
-    ...options,
+    ...rest,
+    host,
+    port,
     writeCache: false,
   });
   // As mqtt.connect does: an "error" event without a listener would throw.
@@ -174,6 +192,10 @@ export class MqttLink implements AsyncDisposable {
       resubscribe: false,
       reconnectPeriod: RECONNECT_MIN_MS,
       connectTimeout: 10_000,
+      guard: {
+        maxPayloadBytes: settings.maxPayloadBytes,
+        onOversized: (message) => this.#onOversized(message),
+      },
       ...(options.health
         ? {
           will: {
@@ -286,7 +308,24 @@ export class MqttLink implements AsyncDisposable {
     );
   }
 
+  /** One warning line per message over `mqtt.max_payload`, and nothing else. */
+  #onOversized(message: Pick<OversizedMessage, "topic" | "bytes">): void {
+    this.#options.log.warn(
+      "dropped a {bytes}-byte message on {topic}: larger than mqtt.max_payload ({limit} bytes)",
+      {
+        bytes: message.bytes,
+        topic: message.topic,
+        limit: this.#options.config.mqtt.maxPayloadBytes,
+      },
+    );
+  }
+
   #onMessage(topic: string, payload: Uint8Array): void {
+    // The guard keeps larger messages out; checked again before decoding.
+    if (payload.byteLength > this.#options.config.mqtt.maxPayloadBytes) {
+      this.#onOversized({ topic, bytes: payload.byteLength });
+      return;
+    }
     const text = this.#decoder.decode(payload);
     if (topic === this.topics.jwtResponse) {
       this.#onJwtMessage(text);

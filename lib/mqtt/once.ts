@@ -46,6 +46,9 @@ export function parseHealth(text: string | undefined): ServiceHealth {
   return typeof pid === "number" ? { status: "up", pid } : { status: "up" };
 }
 
+/** Messages kept per topic until read (the oldest go first). */
+const MAX_QUEUED = 64;
+
 /** One connection to the broker for a few questions; dispose of it when done. */
 export class MqttOnce implements AsyncDisposable {
   readonly topics: Topics;
@@ -59,6 +62,8 @@ export class MqttOnce implements AsyncDisposable {
     const decoder = new TextDecoder();
     client.on("message", (topic, payload) => {
       const queue = this.#queues.get(topic) ?? [];
+      // Bounded: a flood on a topic keeps only its latest messages.
+      if (queue.length >= MAX_QUEUED) queue.shift();
       queue.push(decoder.decode(payload));
       this.#queues.set(topic, queue);
       this.#waiters.get(topic)?.();
@@ -81,6 +86,11 @@ export class MqttOnce implements AsyncDisposable {
       clean: true,
       connectTimeout: options.timeoutMs,
       reconnectPeriod: 0,
+      // A one-shot exchange has no use for anything over mqtt.max_payload.
+      guard: {
+        maxPayloadBytes: config.mqtt.maxPayloadBytes,
+        onOversized: () => {},
+      },
     });
     const connected = new Promise<void>((resolve, reject) => {
       client.once("connect", () => resolve());

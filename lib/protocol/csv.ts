@@ -76,7 +76,14 @@ function readQuoted(
 
 /** Splits text into CSV records, leniently, noting what is malformed. */
 export function scanCsv(text: string): CsvRecord[] {
-  const records: CsvRecord[] = [];
+  return [...csvRecords(text)];
+}
+
+/**
+ * The CSV records of `text` one at a time, as {@linkcode scanCsv} splits
+ * them: a caller that stops early does not pay for the rest.
+ */
+export function* csvRecords(text: string): Generator<CsvRecord> {
   let i = 0;
   while (i < text.length) {
     const start = i;
@@ -108,10 +115,9 @@ export function scanCsv(text: string): CsvRecord[] {
     ) i++;
     const blank = !quoted && fields.length === 1 && fields[0] === "";
     if (!blank) {
-      records.push({ fields, problem, text: text.slice(start, recordEnd) });
+      yield { fields, problem, text: text.slice(start, recordEnd) };
     }
   }
-  return records;
 }
 
 /**

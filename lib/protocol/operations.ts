@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { csvField, type CsvRecord, scanCsv } from "./csv.ts";
+import { csvField, type CsvRecord, csvRecords } from "./csv.ts";
+import { jsonTooDeep, MAX_JSON_DEPTH } from "./json_depth.ts";
 import { formatIPv6, parseIPv4, parseIPv6 } from "./ip.ts";
 
 /**
@@ -225,6 +226,12 @@ function toOutcome(
 // ---------------------------------------------------------------------------
 // SmartREST 530
 
+/**
+ * Records of one SmartREST payload that are not 530s and still get an
+ * outcome (and so a log line) of their own; the rest get one together.
+ */
+export const MAX_OTHER_RECORDS = 4;
+
 function ignored(reason: string, quiet: boolean): ParseOutcome {
   return { kind: "ignored", reason, quiet };
 }
@@ -265,17 +272,46 @@ export function parseSmartRest(payload: string): ParseOutcome[] {
   if (typeof payload !== "string") {
     return [ignored("SmartREST payload is not text", false)];
   }
-  return scanCsv(payload).map((record) => {
+  const outcomes: ParseOutcome[] = [];
+  // A payload without "530" holds no request: only its first records are
+  // looked at (for the log), the rest is not split at all.
+  const mayHold530 = payload.includes("530");
+  let others = 0;
+  let loud = false;
+  for (const record of csvRecords(payload)) {
     const template = record.fields[0] ?? "";
-    if (template === "530") return parse530(record);
-    if (/^[0-9]{1,5}$/.test(template)) {
-      return ignored(
-        `SmartREST template ${template} is not a remote access request`,
-        true,
-      );
+    if (template === "530") {
+      outcomes.push(parse530(record));
+      continue;
     }
-    return ignored(`not a SmartREST record: ${show(record.text)}`, false);
-  });
+    const quiet = /^[0-9]{1,5}$/.test(template);
+    loud ||= !quiet;
+    if (++others > MAX_OTHER_RECORDS) {
+      if (!mayHold530) break;
+      continue;
+    }
+    outcomes.push(
+      quiet
+        ? ignored(
+          `SmartREST template ${template} is not a remote access request`,
+          true,
+        )
+        : ignored(`not a SmartREST record: ${show(record.text)}`, false),
+    );
+  }
+  if (others > MAX_OTHER_RECORDS) {
+    outcomes.push(
+      ignored(
+        mayHold530
+          ? `${
+            others - MAX_OTHER_RECORDS
+          } more records that are not remote access requests`
+          : `more records after ${MAX_OTHER_RECORDS}, none a remote access request (no 530 in the payload)`,
+        !loud,
+      ),
+    );
+  }
+  return outcomes;
 }
 
 // ---------------------------------------------------------------------------
@@ -339,6 +375,12 @@ export function jsonOperationLines(payload: string): string[] {
 export function parseJsonOperation(payload: string): ParseOutcome {
   if (typeof payload !== "string") {
     return ignored("JSON operation payload is not text", false);
+  }
+  if (jsonTooDeep(payload)) {
+    return ignored(
+      `JSON operation nested deeper than ${MAX_JSON_DEPTH} levels (${payload.length} characters): not parsed`,
+      false,
+    );
   }
   let operation: unknown;
   try {

@@ -1,0 +1,266 @@
+/**
+ * Keeps oversized MQTT messages out of the MQTT client's buffers. npm
+ * `mqtt` collects every packet whole before it hands it over, so a 100 MiB
+ * PUBLISH from the broker would become 100 MiB in the agent before any
+ * size check could run. {@linkcode PublishSizeFilter} reads the byte
+ * stream from the broker (MQTT 3.1.1, the protocol the link speaks) packet
+ * header by packet header and lets every packet through untouched except a
+ * PUBLISH whose payload is larger than the limit: of that it keeps only the
+ * topic and packet id, skips the rest as it arrives, and reports it (the
+ * link logs it and acknowledges a QoS 1 message itself, so the broker does
+ * not send it again). {@linkcode guardStream} applies the filter to the
+ * client's socket.
+ *
+ * (MQTT 5's CONNECT property Maximum Packet Size would make a broker drop
+ * such messages itself, but the embedded aedes broker of the demo and tests
+ * speaks only 3.1.1, and a filter here needs nothing from the broker.)
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { Duplex } from "node:stream";
+
+/** A PUBLISH that the filter kept out. */
+export interface OversizedMessage {
+  /** Topic name (decoded as UTF-8). */
+  readonly topic: string;
+  /** Payload bytes. */
+  readonly bytes: number;
+  readonly qos: number;
+  /** Packet id (QoS 1 and 2), else 0. */
+  readonly packetId: number;
+}
+
+const PUBLISH = 3;
+
+type State =
+  /** Reading a fixed header (type byte + remaining length). */
+  | { readonly kind: "header" }
+  /** Passing `left` more bytes of the current packet through. */
+  | { readonly kind: "pass"; left: number }
+  /** Collecting the variable header of a large PUBLISH to decide. */
+  | { readonly kind: "inspect"; readonly remaining: number }
+  /** Skipping `left` more bytes of an oversized PUBLISH. */
+  | { readonly kind: "skip"; left: number }
+  /** The stream is not MQTT as expected: pass everything (the client fails it). */
+  | { readonly kind: "broken" };
+
+/**
+ * Incremental filter over the bytes a broker sends: `push()` takes each
+ * chunk as it arrives and returns the bytes to hand on, calling
+ * `onOversized` for each PUBLISH whose payload exceeds `maxPayloadBytes`.
+ * It holds at most a fixed header (5 bytes) plus a topic (64 KiB) at a time.
+ */
+export class PublishSizeFilter {
+  readonly #limit: number;
+  readonly #onOversized: (message: OversizedMessage) => void;
+  #state: State = { kind: "header" };
+  /** Bytes of the current packet held back while its fate is open. */
+  #held: Uint8Array = new Uint8Array(0);
+
+  constructor(
+    maxPayloadBytes: number,
+    onOversized: (message: OversizedMessage) => void,
+  ) {
+    this.#limit = maxPayloadBytes;
+    this.#onOversized = onOversized;
+  }
+
+  /** Filters one chunk; returns the pieces to pass on, in order. */
+  push(chunk: Uint8Array): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let at = 0;
+    while (at < chunk.length) {
+      const state = this.#state;
+      switch (state.kind) {
+        case "broken":
+          out.push(chunk.subarray(at));
+          return out;
+        case "pass": {
+          const n = Math.min(state.left, chunk.length - at);
+          out.push(chunk.subarray(at, at + n));
+          at += n;
+          state.left -= n;
+          if (state.left === 0) this.#state = { kind: "header" };
+          break;
+        }
+        case "skip": {
+          const n = Math.min(state.left, chunk.length - at);
+          at += n;
+          state.left -= n;
+          if (state.left === 0) this.#state = { kind: "header" };
+          break;
+        }
+        case "header":
+          at = this.#readHeader(chunk, at, out);
+          break;
+        case "inspect":
+          at = this.#inspect(chunk, at, state.remaining, out);
+          break;
+      }
+    }
+    return out;
+  }
+
+  #hold(chunk: Uint8Array, from: number, to: number): void {
+    const held = new Uint8Array(this.#held.length + (to - from));
+    held.set(this.#held);
+    held.set(chunk.subarray(from, to), this.#held.length);
+    this.#held = held;
+  }
+
+  #release(out: Uint8Array[]): void {
+    if (this.#held.length > 0) out.push(this.#held);
+    this.#held = new Uint8Array(0);
+  }
+
+  /** Takes header bytes one at a time until the remaining length is known. */
+  #readHeader(chunk: Uint8Array, at: number, out: Uint8Array[]): number {
+    while (at < chunk.length) {
+      this.#hold(chunk, at, at + 1);
+      at++;
+      const held = this.#held;
+      if (held.length < 2) continue;
+      const last = held[held.length - 1]!;
+      if (last & 0x80) {
+        if (held.length === 5) { // a remaining length has at most 4 bytes
+          this.#release(out);
+          this.#state = { kind: "broken" };
+          return at;
+        }
+        continue;
+      }
+      let remaining = 0;
+      for (let i = held.length - 1; i >= 1; i--) {
+        remaining = remaining * 128 + (held[i]! & 0x7f);
+      }
+      const type = held[0]! >> 4;
+      if (type === PUBLISH && remaining > this.#limit) {
+        this.#state = { kind: "inspect", remaining };
+      } else {
+        this.#release(out);
+        this.#state = remaining === 0
+          ? { kind: "header" }
+          : { kind: "pass", left: remaining };
+      }
+      return at;
+    }
+    return at;
+  }
+
+  /** Collects topic (and packet id) of a large PUBLISH, then passes or skips it. */
+  #inspect(
+    chunk: Uint8Array,
+    at: number,
+    remaining: number,
+    out: Uint8Array[],
+  ): number {
+    const held = this.#held;
+    const headerLength = held.findIndex((b, i) => i >= 1 && !(b & 0x80)) + 1;
+    const qos = (held[0]! >> 1) & 3;
+    const idLength = qos > 0 ? 2 : 0;
+    // How many variable-header bytes are needed: the topic length first.
+    let need = 2;
+    if (held.length - headerLength >= 2) {
+      const topicLength = (held[headerLength]! << 8) | held[headerLength + 1]!;
+      need = 2 + topicLength + idLength;
+    }
+    const have = held.length - headerLength;
+    const take = Math.min(need - have, chunk.length - at);
+    this.#hold(chunk, at, at + take);
+    at += take;
+    const now = this.#held;
+    const got = now.length - headerLength;
+    if (got < 2) return at;
+    const topicLength = (now[headerLength]! << 8) | now[headerLength + 1]!;
+    const varHeader = 2 + topicLength + idLength;
+    if (varHeader > remaining) {
+      this.#release(out);
+      this.#state = { kind: "broken" };
+      return at;
+    }
+    if (got < varHeader) return at;
+    const bytes = remaining - varHeader;
+    if (bytes <= this.#limit) {
+      this.#release(out);
+      this.#state = bytes === 0
+        ? { kind: "header" }
+        : { kind: "pass", left: bytes };
+      return at;
+    }
+    const topicStart = headerLength + 2;
+    const topic = new TextDecoder().decode(
+      now.subarray(topicStart, topicStart + topicLength),
+    );
+    const packetId = qos > 0
+      ? (now[topicStart + topicLength]! << 8) |
+        now[topicStart + topicLength + 1]!
+      : 0;
+    this.#held = new Uint8Array(0);
+    this.#state = { kind: "skip", left: bytes };
+    this.#onOversized({ topic, bytes, qos, packetId });
+    return at;
+  }
+}
+
+/** The PUBACK that acknowledges a QoS 1 message (MQTT 3.1.1 §3.4). */
+export function pubAck(packetId: number): Uint8Array {
+  return new Uint8Array([0x40, 0x02, packetId >> 8, packetId & 0xff]);
+}
+
+/** The socket-like stream npm `mqtt` reads from and writes to. */
+type ClientStream = Duplex & { setNoDelay?: (on: boolean) => unknown };
+
+/**
+ * Wraps the MQTT client's socket so that oversized PUBLISH packets never
+ * reach the client: they are skipped as they arrive, reported through
+ * `onOversized`, and a QoS 1 one is acknowledged here. Writes, end, errors
+ * and close pass through unchanged.
+ */
+export function guardStream(
+  socket: ClientStream,
+  maxPayloadBytes: number,
+  onOversized: (message: OversizedMessage) => void,
+): ClientStream {
+  const filter = new PublishSizeFilter(maxPayloadBytes, (message) => {
+    if (message.qos === 1) socket.write(Buffer.from(pubAck(message.packetId)));
+    onOversized(message);
+  });
+  let paused = false;
+  const guarded: ClientStream = new Duplex({
+    read() {
+      if (paused) {
+        paused = false;
+        socket.resume();
+      }
+    },
+    write(chunk, encoding, callback) {
+      socket.write(chunk, encoding, callback);
+    },
+    final(callback) {
+      socket.end(callback);
+    },
+    destroy(error, callback) {
+      socket.destroy();
+      callback(error);
+    },
+  });
+  guarded.setNoDelay = (on: boolean) => socket.setNoDelay?.(on);
+  socket.on("data", (chunk: Uint8Array) => {
+    for (const piece of filter.push(chunk)) {
+      const buffer = Buffer.from(
+        piece.buffer,
+        piece.byteOffset,
+        piece.byteLength,
+      );
+      if (!guarded.push(buffer) && !paused) {
+        paused = true;
+        socket.pause();
+      }
+    }
+  });
+  socket.on("end", () => guarded.push(null));
+  socket.on("error", (error) => guarded.destroy(error));
+  socket.on("close", () => guarded.destroy());
+  return guarded;
+}

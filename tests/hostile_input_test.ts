@@ -1,0 +1,304 @@
+/**
+ * Hostile MQTT input (issue 11): size limit before any decoding, bounded
+ * parsing, a bounded duplicate-key memory, and valid requests served behind
+ * a (reduced) flood. The full flood and the soak are in bench/.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { Agent, rememberedKey } from "../lib/daemon/agent.ts";
+import { parseRequest } from "../lib/handoff/protocol.ts";
+import { jwtExpiry } from "../lib/mqtt/jwt.ts";
+import { jsonTooDeep, MAX_JSON_DEPTH } from "../lib/protocol/json_depth.ts";
+import {
+  MAX_OTHER_RECORDS,
+  parseJsonOperation,
+  type ParseOutcome,
+  parseSmartRest,
+} from "../lib/protocol/operations.ts";
+import { setupLogging } from "../lib/util/log.ts";
+import {
+  echo,
+  type Rig,
+  rigToml,
+  startRig,
+  tcpServer,
+  testConfig,
+} from "./harness.ts";
+
+const EXECUTING = "501,c8y_RemoteAccessConnect";
+const SUCCESSFUL = "503,c8y_RemoteAccessConnect";
+const MAX_PAYLOAD = 16_384;
+
+/** Captures log lines (text format, warn level) while `body` runs. */
+async function withLog(
+  body: (lines: string[]) => Promise<void>,
+): Promise<void> {
+  const lines: string[] = [];
+  setupLogging({ level: "warn", format: "text", write: (l) => lines.push(l) });
+  try {
+    await body(lines);
+  } finally {
+    setupLogging({ level: "error", format: "text" });
+  }
+}
+
+async function startAgent(rig: Rig, mqtt = ""): Promise<Agent> {
+  const config = testConfig(
+    rigToml(rig.broker.port, rig.sim.url).replace(
+      "[mqtt]",
+      `[mqtt]\nmax_payload = ${MAX_PAYLOAD}\n${mqtt}`,
+    ),
+  );
+  const agent = new Agent(config);
+  rig.defer(() => agent.close());
+  await agent.ready;
+  return agent;
+}
+
+/** Publishes a 530 for a fresh simulator session and waits until it is served. */
+async function serveOne(rig: Rig, targetPort: number): Promise<void> {
+  const session = rig.sim.openSession();
+  const before = rig.observer.on("c8y/s/us").length;
+  await rig.request530(session.key, "127.0.0.1", targetPort);
+  await session.connected;
+  await rig.observer.waitFor((m) =>
+    m.topic === "c8y/s/us" && m.payload === SUCCESSFUL &&
+    rig.observer.on("c8y/s/us").length >= before + 2
+  );
+  session.close();
+  await session.closed;
+}
+
+Deno.test("Agent drops a message over mqtt.max_payload with one warning naming topic and size, and sends no status", async () => {
+  await withLog(async (lines) => {
+    await using rig = await startRig();
+    const target = tcpServer(echo);
+    rig.defer(() => target.close());
+    await startAgent(rig);
+    const big530 = `530,test-device,127.0.0.1,${target.port},${
+      "k".repeat(MAX_PAYLOAD)
+    }`;
+    // (The embedded aedes broker stalls on a 1 MiB message under Deno;
+    // bench/flood.ts sends those through mosquitto.)
+    const bigJson = JSON.stringify({ id: "1", pad: "x".repeat(100_000) });
+    const client = rig.observer.client;
+    await client.publishAsync("c8y/s/ds", big530, { qos: 1 });
+    await client.publishAsync("c8y/devicecontrol/notifications", bigJson, {
+      qos: 0,
+    });
+    // A valid request behind them is served: both were handled before it.
+    await serveOne(rig, target.port);
+    const dropped = lines.filter((l) => l.includes("mqtt.max_payload"));
+    assert.equal(dropped.length, 2, dropped.join("\n"));
+    assert.match(dropped[0]!, new RegExp(`${big530.length}-byte .* c8y/s/ds`));
+    assert.match(
+      dropped[1]!,
+      new RegExp(`${bigJson.length}-byte .* c8y/devicecontrol/notifications`),
+    );
+    assert.equal(lines.length, 2, lines.join("\n"));
+    assert.deepEqual(rig.observer.on("c8y/s/us"), [EXECUTING, SUCCESSFUL]);
+  });
+});
+
+/** A few hundred hostile payloads of every kind, some over the limit. */
+function* reducedFlood(): Generator<[string, string]> {
+  const records = Array.from(
+    { length: 2000 },
+    (_, i) => i % 10 === 0 ? "garbage ~~" : "511,test-device,echo x",
+  ).join("\n");
+  const deep = "[".repeat(10_000) + "]".repeat(10_000);
+  for (let i = 0; i < 300; i++) {
+    switch (i % 6) {
+      case 0:
+        yield ["c8y/s/ds", "x".repeat(i % 12 === 0 ? 100_000 : 500)];
+        break;
+      case 1:
+        yield ["c8y/s/ds", records.slice(0, 4000 + i * 50)];
+        break;
+      case 2:
+        yield ["c8y/devicecontrol/notifications", deep.slice(0, 10_000 + i)];
+        break;
+      case 3:
+        yield ["c8y-tunnel/connect/request/flood-" + i, `{"line":${deep}}`];
+        break;
+      case 4:
+        yield ["c8y/s/ds", `530,a/b,127.0.0.1,22,key-${i}`];
+        break;
+      default:
+        yield ["c8y/devicecontrol/notifications", `{"id":[${deep}]}`];
+    }
+  }
+}
+
+Deno.test("Agent serves a valid 530 published behind a few hundred hostile payloads", async () => {
+  await withLog(async (lines) => {
+    await using rig = await startRig();
+    const target = tcpServer(echo);
+    rig.defer(() => target.close());
+    await startAgent(rig);
+    const client = rig.observer.client;
+    for (const [topic, payload] of reducedFlood()) {
+      client.publish(topic, payload, { qos: 0 });
+    }
+    await serveOne(rig, target.port);
+    assert.deepEqual(rig.observer.on("c8y/s/us"), [EXECUTING, SUCCESSFUL]);
+    // Each hostile payload costs at most a few log lines, never one per record.
+    assert.ok(lines.length <= 300 * (MAX_OTHER_RECORDS + 1), `${lines.length}`);
+    assert.ok(lines.some((l) => l.includes("mqtt.max_payload")));
+    assert.ok(lines.some((l) => l.includes("nested deeper")));
+  });
+});
+
+Deno.test("Agent remembers a huge invalid key by its digest: one refusal per key, repeats dropped", async () => {
+  await using rig = await startRig();
+  await startAgent(rig, "");
+  const key = (n: number) => `${n}-${"k".repeat(12_000)}`;
+  for (const n of [1, 1, 2]) {
+    await rig.request530(key(n), "127.0.0.1", 22);
+  }
+  const target = tcpServer(echo);
+  rig.defer(() => target.close());
+  await serveOne(rig, target.port);
+  const statuses = rig.observer.on("c8y/s/us");
+  assert.deepEqual(statuses.slice(0, 4).map((s) => s.slice(0, 4)), [
+    "501,",
+    "502,",
+    "501,",
+    "502,",
+  ]);
+  assert.deepEqual(statuses.slice(4), [EXECUTING, SUCCESSFUL]);
+});
+
+Deno.test("rememberedKey() keeps a valid key and reduces a long one to a fixed-size digest", () => {
+  const valid = "eb5e9d13-1caa-486b-bdda-130ca0d87df8";
+  assert.equal(rememberedKey(valid), valid);
+  assert.equal(rememberedKey("K".repeat(128)), "K".repeat(128));
+  const huge = rememberedKey("k".repeat(1024 * 1024));
+  assert.ok(huge.length <= 128, huge);
+  assert.equal(huge, rememberedKey("k".repeat(1024 * 1024)));
+  assert.notEqual(huge, rememberedKey("k".repeat(1024 * 1024 - 1)));
+});
+
+Deno.test("jsonTooDeep() counts nesting outside strings only", () => {
+  const nested = (n: number) => "[".repeat(n) + "]".repeat(n);
+  assert.equal(jsonTooDeep(nested(MAX_JSON_DEPTH)), false);
+  assert.equal(jsonTooDeep(nested(MAX_JSON_DEPTH + 1)), true);
+  assert.equal(jsonTooDeep(`{"a":"${"[".repeat(1000)}"}`), false);
+  assert.equal(jsonTooDeep(`{"a":"\\"${"{".repeat(1000)}"}`), false);
+  assert.equal(jsonTooDeep('{"a":{"b":[1,{"c":2}]}}', 4), false);
+  assert.equal(jsonTooDeep('{"a":{"b":[1,{"c":2}]}}', 3), true);
+});
+
+Deno.test("Deep JSON is refused before parsing, without throwing, wherever the agent reads JSON", () => {
+  const deep = "[".repeat(200_000) + "]".repeat(200_000);
+  const outcome = parseJsonOperation(`{"id":"1","x":${deep}}`);
+  assert.equal(outcome.kind, "ignored");
+  assert.match(
+    (outcome as { reason: string }).reason,
+    new RegExp(`nested deeper than ${MAX_JSON_DEPTH} levels`),
+  );
+  assert.equal(
+    parseRequest(`{"line":"530","expires":1,"x":${deep}}`),
+    undefined,
+  );
+  const payload = btoa(`{"exp":${deep}}`).replace(/=+$/, "");
+  assert.equal(jwtExpiry(`h.${payload}.s`), null);
+});
+
+Deno.test("parseSmartRest() gives thousands of other records one outcome together, and stops early without a 530", () => {
+  const others = Array.from(
+    { length: 4000 },
+    (_, i) => i % 3 ? "511,dev,echo" : "garbage",
+  );
+  const withRequest = [...others, "530,dev,127.0.0.1,22,key"].join("\n");
+  const outcomes = parseSmartRest(withRequest);
+  assert.equal(outcomes.length, MAX_OTHER_RECORDS + 2);
+  assert.equal(outcomes.filter((o) => o.kind === "request").length, 1);
+  const summary = outcomes.at(-1) as { reason: string; quiet: boolean };
+  assert.match(summary.reason, /3996 more records/);
+  assert.equal(summary.quiet, false);
+  const without = parseSmartRest(others.join("\n"));
+  assert.equal(without.length, MAX_OTHER_RECORDS + 1);
+  assert.match(
+    (without.at(-1) as { reason: string }).reason,
+    /no 530 in the payload/,
+  );
+  const quiet = parseSmartRest("511,dev,x\n".repeat(100));
+  assert.equal((quiet.at(-1) as { quiet: boolean }).quiet, true);
+});
+
+/** Checks one outcome is small and well-formed, whatever the payload was. */
+function assertBounded(outcome: ParseOutcome): void {
+  switch (outcome.kind) {
+    case "ignored":
+    case "rejected":
+      assert.ok(outcome.reason.length < 400, outcome.reason);
+      break;
+    case "request":
+      assert.ok(outcome.request.key.length <= 128);
+      assert.ok(outcome.request.host.length <= 253);
+  }
+}
+
+/** Records of a payload that could be 530s (an upper bound on requests). */
+function maybe530(payload: string): number {
+  return payload.split(/\r\n|\r|\n/).filter((l) => l.includes("530")).length;
+}
+
+const hostileText = fc.oneof(
+  fc.string({ maxLength: 300 }),
+  fc.string({ unit: "binary", maxLength: 300 }),
+  fc.tuple(
+    fc.array(
+      fc.oneof(
+        fc.constantFrom("530", "511", '"530"', "", " ", '"', '""', "\r", "\n"),
+        fc.string({ maxLength: 20 }),
+        fc.constantFrom("127.0.0.1", "22", "key-1", "dev", "a/b", "[::1]"),
+      ),
+      { maxLength: 40 },
+    ),
+    fc.constantFrom(",", "\n"),
+  ).map(([parts, separator]) => parts.join(separator)),
+);
+
+Deno.test("parseSmartRest() on random payloads: never throws, outcomes bounded in number and size", () => {
+  fc.assert(
+    fc.property(
+      fc.array(hostileText, { minLength: 1, maxLength: 30 }).map((lines) =>
+        lines.join("\n")
+      ),
+      (payload) => {
+        const outcomes = parseSmartRest(payload);
+        assert.ok(
+          outcomes.length <= maybe530(payload) + MAX_OTHER_RECORDS + 1,
+          `${outcomes.length} outcomes`,
+        );
+        outcomes.forEach(assertBounded);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("parseJsonOperation() on random and deep payloads: never throws, one bounded outcome", () => {
+  const operation = fc.oneof(
+    fc.jsonValue({ maxDepth: 6 }).map((v) => JSON.stringify(v)),
+    fc.record({
+      id: fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.nat().map(String)),
+      externalSource: fc.jsonValue({ maxDepth: 2 }),
+      c8y_RemoteAccessConnect: fc.jsonValue({ maxDepth: 3 }),
+    }).map((o) => JSON.stringify(o)),
+    fc.tuple(fc.integer({ min: 1, max: 5000 }), fc.constantFrom("[", '{"a":'))
+      .map(([n, open]) =>
+        `{"id":"1","c8y_RemoteAccessConnect":${open.repeat(n)}`
+      ),
+    hostileText,
+  );
+  fc.assert(
+    fc.property(operation, (payload) => {
+      const outcome = parseJsonOperation(payload);
+      assertBounded(outcome);
+    }),
+    { numRuns: 500 },
+  );
+});
