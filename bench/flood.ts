@@ -25,6 +25,7 @@
 import mqtt from "mqtt";
 import { parseArgs } from "node:util";
 import { resetPeak } from "./proc.ts";
+import { v8FlagsArg } from "../scripts/compile.ts";
 import {
   type Cloud,
   type RemoteTarget,
@@ -220,7 +221,18 @@ level = "${Deno.env.get("HOSTILE_LOG_LEVEL") ?? "warn"}"
       (payload) => payload.includes('"up"'),
       20_000,
     );
-    const args = ["run", "-A", `${ROOT}main.ts`, "run", "--config", config];
+    // The V8 flags the binaries carry (BENCH_AGENT_FLAGS overrides, as in contenders.ts).
+    const flags = (Deno.env.get("BENCH_AGENT_FLAGS") ?? v8FlagsArg()).split(" ")
+      .filter(Boolean);
+    const args = [
+      "run",
+      "-A",
+      ...flags,
+      `${ROOT}main.ts`,
+      "run",
+      "--config",
+      config,
+    ];
     const child = new Deno.Command(Deno.execPath(), {
       args,
       cwd: ROOT,
@@ -242,7 +254,9 @@ level = "${Deno.env.get("HOSTILE_LOG_LEVEL") ?? "warn"}"
     await up;
     return {
       pid: child.pid,
-      command: `deno run -A main.ts run --config ${name}.toml`,
+      command: `deno run -A ${
+        flags.join(" ")
+      } main.ts run --config ${name}.toml`,
       logFile,
       logLines: () => lines,
       [Symbol.asyncDispose]: async () => {
@@ -1028,9 +1042,7 @@ export async function floodMain(args: string[]): Promise<number> {
   const body = [
     `Flood: ${plan.payloads} hostile payloads; ${plan.keys} x ${
       mib(plan.keyBytes)
-    } MiB keys; ${plan.idleSeconds} s idle; mosquitto; agent ${
-      results.length ? "deno run -A main.ts run" : ""
-    } (log level warn).`,
+    } MiB keys; ${plan.idleSeconds} s idle; mosquitto (bench/rig.ts); agent \`deno run -A ${v8FlagsArg()} main.ts run\` at log level warn.`,
     "",
     floodReport(results, plan),
   ].join("\n");
