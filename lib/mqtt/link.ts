@@ -8,15 +8,14 @@
  */
 import type mqtt from "mqtt";
 import clientEntry from "mqtt/lib/client";
-import { createConnection } from "node:net";
-import { connect as connectTls } from "node:tls";
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../util/log.ts";
 import { deadline, settlesWithin } from "../util/deadline.ts";
 import { brokerName, brokerOptions } from "./broker.ts";
 import { jwtExpiry, parseJwtAnswer } from "./jwt.ts";
 import { type Topics, topicsFor } from "./topics.ts";
-import { guardStream, type OversizedMessage } from "./size_guard.ts";
+import type { OversizedMessage } from "./size_guard.ts";
+import { brokerStream } from "./socket.ts";
 
 /** A message from a subscribed topic. */
 export type MessageHandler = (topic: string, payload: string) => void;
@@ -54,8 +53,9 @@ export type MqttConnectOptions = mqtt.IClientOptions & {
 
 /**
  * An MQTT.js client of the broker at `host:port` over plain TCP (or TLS for
- * `protocol: "mqtts"`), as
- * `mqtt.connect` makes one (a new socket on each reconnect), with
+ * `protocol: "mqtts"`) on `Deno.connect` (socket.ts: a fixed read buffer,
+ * oversized messages skipped before any copy), a new connection on each
+ * reconnect as `mqtt.connect` makes one, with
  * `writeCache: false`: otherwise mqtt-packet builds a Buffer for each of
  * the 65536 packet ids on the first write, which cost the agent 10 MiB of
  * private memory (docs/bench.md).
@@ -65,21 +65,21 @@ export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
   // mqtts (mqtt/broker.ts): TLS with the broker's CA and the client certificate.
   const connect = options.protocol === "mqtts"
     ? () =>
-      connectTls({
-        host,
+      Deno.connectTls({
+        hostname: host,
         port,
-        ...(options.ca ? { ca: options.ca } : {}),
-        ...(options.cert ? { cert: options.cert } : {}),
-        ...(options.key ? { key: options.key } : {}),
-        rejectUnauthorized: options.rejectUnauthorized !== false,
+        ...(options.ca ? { caCerts: [options.ca].flat().map(String) } : {}),
+        ...(options.cert && options.key
+          ? { cert: String(options.cert), key: String(options.key) }
+          : {}),
       })
-    : () => createConnection({ host, port });
-  const open = () => {
-    const socket = connect();
-    return guard
-      ? guardStream(socket, guard.maxPayloadBytes, guard.onOversized)
-      : socket;
-  };
+    : () => Deno.connect({ hostname: host, port });
+  const open = () =>
+    brokerStream({
+      open: connect,
+      maxPayloadBytes: guard?.maxPayloadBytes ?? Infinity,
+      onOversized: guard?.onOversized ?? (() => {}),
+    });
   const client = new MqttClient(open as never, {
     ...rest,
     host,

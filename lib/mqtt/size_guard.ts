@@ -8,8 +8,8 @@
  * PUBLISH whose payload is larger than the limit: of that it keeps only the
  * topic and packet id, skips the rest as it arrives, and reports it (the
  * link logs it and acknowledges a QoS 1 message itself, so the broker does
- * not send it again). {@linkcode guardStream} applies the filter to the
- * client's socket.
+ * not send it again). socket.ts applies the filter to the client's
+ * connection.
  *
  * (MQTT 5's CONNECT property Maximum Packet Size would make a broker drop
  * such messages itself, but the embedded aedes broker of the demo and tests
@@ -17,9 +17,6 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
-import { Duplex } from "node:stream";
-
 /** A PUBLISH that the filter kept out. */
 export interface OversizedMessage {
   /** Topic name (decoded as UTF-8). */
@@ -206,61 +203,4 @@ export class PublishSizeFilter {
 /** The PUBACK that acknowledges a QoS 1 message (MQTT 3.1.1 §3.4). */
 export function pubAck(packetId: number): Uint8Array {
   return new Uint8Array([0x40, 0x02, packetId >> 8, packetId & 0xff]);
-}
-
-/** The socket-like stream npm `mqtt` reads from and writes to. */
-type ClientStream = Duplex & { setNoDelay?: (on: boolean) => unknown };
-
-/**
- * Wraps the MQTT client's socket so that oversized PUBLISH packets never
- * reach the client: they are skipped as they arrive, reported through
- * `onOversized`, and a QoS 1 one is acknowledged here. Writes, end, errors
- * and close pass through unchanged.
- */
-export function guardStream(
-  socket: ClientStream,
-  maxPayloadBytes: number,
-  onOversized: (message: OversizedMessage) => void,
-): ClientStream {
-  const filter = new PublishSizeFilter(maxPayloadBytes, (message) => {
-    if (message.qos === 1) socket.write(Buffer.from(pubAck(message.packetId)));
-    onOversized(message);
-  });
-  let paused = false;
-  const guarded: ClientStream = new Duplex({
-    read() {
-      if (paused) {
-        paused = false;
-        socket.resume();
-      }
-    },
-    write(chunk, encoding, callback) {
-      socket.write(chunk, encoding, callback);
-    },
-    final(callback) {
-      socket.end(callback);
-    },
-    destroy(error, callback) {
-      socket.destroy();
-      callback(error);
-    },
-  });
-  guarded.setNoDelay = (on: boolean) => socket.setNoDelay?.(on);
-  socket.on("data", (chunk: Uint8Array) => {
-    for (const piece of filter.push(chunk)) {
-      const buffer = Buffer.from(
-        piece.buffer,
-        piece.byteOffset,
-        piece.byteLength,
-      );
-      if (!guarded.push(buffer) && !paused) {
-        paused = true;
-        socket.pause();
-      }
-    }
-  });
-  socket.on("end", () => guarded.push(null));
-  socket.on("error", (error) => guarded.destroy(error));
-  socket.on("close", () => guarded.destroy());
-  return guarded;
 }

@@ -1,0 +1,136 @@
+/**
+ * The MQTT client's connection to the broker as the Node-style stream that
+ * npm `mqtt` expects, built on `Deno.connect`/`Deno.connectTls` instead of
+ * `node:net`. Reading goes through one fixed 64 KiB buffer, and the bytes
+ * pass {@linkcode PublishSizeFilter} before anything is copied: a PUBLISH
+ * over `mqtt.max_payload` costs no allocation at all, and only what the
+ * client takes is copied out. (Measured on Deno 2.9.6: 200 MiB read through
+ * a `node:net` socket left the process 118 MiB larger even after a full
+ * GC; through `Deno.connect`, nothing.)
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { Duplex } from "node:stream";
+import {
+  type OversizedMessage,
+  pubAck,
+  PublishSizeFilter,
+} from "./size_guard.ts";
+
+/** Size of the one read buffer of a connection. */
+const READ_BYTES = 64 * 1024;
+
+/** Options of {@linkcode brokerStream}. */
+export interface BrokerStreamOptions {
+  /** Opens the connection (TCP or TLS). */
+  readonly open: () => Promise<Deno.Conn>;
+  /** PUBLISH payloads over this many bytes are skipped, never copied. */
+  readonly maxPayloadBytes: number;
+  /** Told about each skipped message (a QoS 1 one is acknowledged here). */
+  readonly onOversized: (message: OversizedMessage) => void;
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) {
+    offset += await conn.write(data.subarray(offset));
+  }
+}
+
+/** An error as npm `mqtt` reports socket errors: with a `code`. */
+function withCode(error: unknown): Error {
+  const e = error instanceof Error ? error : new Error(String(error));
+  const coded = e as Error & { code?: string };
+  coded.code ??= e.name;
+  return e;
+}
+
+/**
+ * A Duplex over a connection that `open()` makes: writes go to the
+ * connection in order, reads come from one fixed buffer through the size
+ * filter, with backpressure (no read while the client has not taken the
+ * last chunk). The stream exists at once; writes wait for the connection.
+ */
+export function brokerStream(
+  options: BrokerStreamOptions,
+): Duplex & { setNoDelay(on: boolean): void } {
+  let conn: Deno.Conn | undefined;
+  let closed = false;
+  let wanted = Promise.withResolvers<void>();
+  wanted.resolve();
+  const opening = options.open();
+  opening.catch(() => {});
+  const filter = new PublishSizeFilter(options.maxPayloadBytes, (message) => {
+    if (message.qos === 1 && conn) {
+      writeAll(conn, pubAck(message.packetId)).catch(() => {});
+    }
+    options.onOversized(message);
+  });
+  const stream = new Duplex({
+    // The broker's EOF ends our side too (then "close"), as a net.Socket does.
+    allowHalfOpen: false,
+    read() {
+      wanted.resolve();
+    },
+    write(chunk: Uint8Array, _encoding, callback) {
+      opening.then((c) => writeAll(c, chunk)).then(
+        () => callback(),
+        (error) => callback(withCode(error)),
+      );
+    },
+    final(callback) {
+      opening.then((c) => c.closeWrite()).then(
+        () => callback(),
+        () => callback(),
+      );
+    },
+    destroy(error, callback) {
+      closed = true;
+      wanted.resolve();
+      opening.then((c) => {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+      }, () => {});
+      callback(error);
+    },
+  });
+  const reading = async () => {
+    try {
+      conn = await opening;
+    } catch (error) {
+      stream.destroy(withCode(error));
+      return;
+    }
+    stream.emit("connect");
+    const buffer = new Uint8Array(READ_BYTES);
+    try {
+      while (!closed) {
+        await wanted.promise;
+        if (closed) return;
+        const n = await conn.read(buffer);
+        if (n === null) {
+          stream.push(null);
+          return;
+        }
+        let more = true;
+        for (const piece of filter.push(buffer.subarray(0, n))) {
+          // The client may keep a chunk until its packet is complete: copy.
+          more = stream.push(Buffer.from(piece)) && more;
+        }
+        if (!more) wanted = Promise.withResolvers<void>();
+      }
+    } catch (error) {
+      if (!closed) stream.destroy(withCode(error));
+    }
+  };
+  reading();
+  return Object.assign(stream, {
+    setNoDelay(on: boolean) {
+      opening.then((c) => (c as Deno.TcpConn).setNoDelay?.(on), () => {});
+    },
+  });
+}
