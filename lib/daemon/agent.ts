@@ -32,9 +32,13 @@ import { type SessionBuilder, sessionBuilder } from "../session/serve.ts";
 import type { Clock, Tunnel, TunnelSummary } from "../session/tunnel.ts";
 import { type Logger, logger, shortKey } from "../util/log.ts";
 import { errorMessage } from "../util/errors.ts";
+import { LogBudget } from "../util/log_budget.ts";
 
 /** How many recently seen connection keys are remembered to drop re-deliveries. */
 const RECENT_KEYS = 1024;
+
+/** Warning lines for ignored messages per 10 s; the rest are counted in the next line. */
+export const IGNORED_LINES = 20;
 
 /** Longest connection key remembered as is (a valid key is at most this long). */
 const MAX_REMEMBERED_KEY_CHARS = 128;
@@ -86,6 +90,8 @@ export class Agent extends EventTarget implements AsyncDisposable {
   readonly #policy: Policy;
   readonly #sessions = new Map<string, Tunnel>();
   readonly #recentKeys = new Set<string>();
+  /** Ignored messages are logged at most IGNORED_LINES per 10 s (a flood is not a log flood). */
+  readonly #ignoredLines = new LogBudget(IGNORED_LINES, 10_000);
   readonly #link: MqttLink;
   readonly #handoff: HandoffServer;
   readonly #build: SessionBuilder;
@@ -182,9 +188,14 @@ export class Agent extends EventTarget implements AsyncDisposable {
             reason: outcome.reason,
           });
         } else {
-          this.#log.warn("ignored message: {reason}: {payload}", {
+          const budget = this.#ignoredLines.take();
+          if (!budget.log) return;
+          this.#log.warn("ignored message: {reason}: {payload}{more}", {
             reason: outcome.reason,
             payload: shorten(payload, 120),
+            more: budget.suppressed > 0
+              ? ` (and ${budget.suppressed} more ignored messages not logged)`
+              : "",
           });
         }
         return;

@@ -7,6 +7,7 @@
  */
 import type { Logger } from "../util/log.ts";
 import { errorMessage } from "../util/errors.ts";
+import { LogBudget } from "../util/log_budget.ts";
 import type { Topics } from "../mqtt/topics.ts";
 import {
   parseConnectLine,
@@ -36,6 +37,8 @@ const RECENT_IDS = 256;
 export class HandoffServer {
   readonly #deps: HandoffServerDeps;
   readonly #recent = new Set<string>();
+  /** Malformed handoffs are logged at most 20 per 10 s (a flood is not a log flood). */
+  readonly #malformedLines = new LogBudget(20, 10_000);
   readonly #prefix: string;
 
   constructor(deps: HandoffServerDeps) {
@@ -55,9 +58,17 @@ export class HandoffServer {
     this.#remember(id);
     const body = parseRequest(payload);
     if (body === undefined) {
-      this.#deps.log.warn("dropped a malformed connect handoff: {payload}", {
-        payload: shorten(payload, 120),
-      });
+      const budget = this.#malformedLines.take();
+      if (!budget.log) return;
+      this.#deps.log.warn(
+        "dropped a malformed connect handoff: {payload}{more}",
+        {
+          payload: shorten(payload, 120),
+          more: budget.suppressed > 0
+            ? ` (and ${budget.suppressed} more not logged)`
+            : "",
+        },
+      );
       return;
     }
     const profile = this.#deps.profile ?? "";
