@@ -43,6 +43,27 @@ type State =
   | { readonly kind: "broken" };
 
 /**
+ * The fixed header at `at` when it lies wholly in `bytes`: its length and
+ * the packet's remaining length; "malformed" for a remaining length longer
+ * than 4 bytes; undefined when `bytes` ends inside it.
+ */
+function wholeHeader(
+  bytes: Uint8Array,
+  at: number,
+): { length: number; remaining: number } | "malformed" | undefined {
+  let remaining = 0;
+  let factor = 1;
+  for (let i = 1; i <= 4; i++) {
+    const byte = bytes[at + i];
+    if (byte === undefined) return undefined;
+    remaining += (byte & 0x7f) * factor;
+    factor *= 128;
+    if (!(byte & 0x80)) return { length: i + 1, remaining };
+  }
+  return "malformed";
+}
+
+/**
  * Incremental filter over the bytes a broker sends: `push()` takes each
  * chunk as it arrives and returns the bytes to hand on, calling
  * `onOversized` for each PUBLISH whose payload exceeds `maxPayloadBytes`.
@@ -63,39 +84,75 @@ export class PublishSizeFilter {
     this.#onOversized = onOversized;
   }
 
-  /** Filters one chunk; returns the pieces to pass on, in order. */
+  /**
+   * Filters one chunk; returns the pieces to pass on, in order. Bytes that
+   * pass and lie next to each other in `chunk` come out as one piece.
+   */
   push(chunk: Uint8Array): Uint8Array[] {
     const out: Uint8Array[] = [];
     let at = 0;
+    /** Start of the run of passing bytes of `chunk` that ends at `at`, or -1. */
+    let run = -1;
+    const flush = () => {
+      if (run >= 0 && at > run) out.push(chunk.subarray(run, at));
+      run = -1;
+    };
     while (at < chunk.length) {
       const state = this.#state;
       switch (state.kind) {
         case "broken":
-          out.push(chunk.subarray(at));
-          return out;
+          if (run < 0) run = at;
+          at = chunk.length;
+          break;
         case "pass": {
           const n = Math.min(state.left, chunk.length - at);
-          out.push(chunk.subarray(at, at + n));
+          if (run < 0) run = at;
           at += n;
           state.left -= n;
           if (state.left === 0) this.#state = { kind: "header" };
           break;
         }
         case "skip": {
+          flush();
           const n = Math.min(state.left, chunk.length - at);
           at += n;
           state.left -= n;
           if (state.left === 0) this.#state = { kind: "header" };
           break;
         }
-        case "header":
-          at = this.#readHeader(chunk, at, out);
+        case "header": {
+          const header = this.#held.length === 0
+            ? wholeHeader(chunk, at)
+            : undefined;
+          if (header === undefined) {
+            // The header is cut by the chunk's end: collect it byte by byte.
+            flush();
+            at = this.#readHeader(chunk, at, out);
+          } else if (header === "malformed") {
+            this.#state = { kind: "broken" };
+          } else if (
+            chunk[at]! >> 4 === PUBLISH && header.remaining > this.#limit
+          ) {
+            flush();
+            this.#hold(chunk, at, at + header.length);
+            at += header.length;
+            this.#state = { kind: "inspect", remaining: header.remaining };
+          } else {
+            if (run < 0) run = at;
+            at += header.length;
+            this.#state = header.remaining === 0
+              ? { kind: "header" }
+              : { kind: "pass", left: header.remaining };
+          }
           break;
+        }
         case "inspect":
+          flush();
           at = this.#inspect(chunk, at, state.remaining, out);
           break;
       }
     }
+    flush();
     return out;
   }
 

@@ -24,7 +24,11 @@ const CR = 0x0d;
 
 /** Whitespace that surrounds a field (not a record separator). */
 function isBlank(code: number): boolean {
-  return code !== LF && code !== CR && /\s/.test(String.fromCharCode(code));
+  // ASCII without a regular expression (this runs for every field).
+  if (code < 0x80) {
+    return code === 0x20 || (code >= 0x09 && code <= 0x0c && code !== LF);
+  }
+  return /\s/.test(String.fromCharCode(code));
 }
 
 function isFieldEnd(code: number): boolean {
