@@ -79,6 +79,21 @@ export function brokerStream(
         (error) => callback(withCode(error)),
       );
     },
+    // MQTT.js writes a packet in many small pieces inside cork()/uncork():
+    // they go out as one write (one TCP segment), as net.Socket sends them.
+    writev(chunks, callback) {
+      const total = chunks.reduce((n, c) => n + c.chunk.length, 0);
+      const data = new Uint8Array(total);
+      let at = 0;
+      for (const { chunk } of chunks) {
+        data.set(chunk, at);
+        at += chunk.length;
+      }
+      opening.then((c) => writeAll(c, data)).then(
+        () => callback(),
+        (error) => callback(withCode(error)),
+      );
+    },
     final(callback) {
       opening.then((c) => c.closeWrite()).then(
         () => callback(),
