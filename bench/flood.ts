@@ -25,6 +25,7 @@
 import mqtt from "mqtt";
 import { parseArgs } from "node:util";
 import { resetPeak } from "./proc.ts";
+import { remainingLength } from "../lib/mqtt/size_guard.ts";
 import { v8FlagsArg } from "../scripts/compile.ts";
 import {
   type Cloud,
@@ -347,17 +348,6 @@ export class StatusWatch implements AsyncDisposable {
   }
 }
 
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return out;
-}
-
 /**
  * The attacker: a raw MQTT 3.1.1 client on its own TCP connection that
  * writes PUBLISH packets back to back, each write awaited, without waiting
@@ -407,7 +397,7 @@ export class RawPublisher implements AsyncDisposable {
     ];
     await writeAll(
       conn,
-      new Uint8Array([0x10, ...varint(body.length), ...body]),
+      new Uint8Array([0x10, ...remainingLength(body.length), ...body]),
     );
     const connack = new Uint8Array(4);
     let read = 0;
@@ -434,7 +424,7 @@ export class RawPublisher implements AsyncDisposable {
     const id = qos === 1 ? [this.#packetId >> 8, this.#packetId & 0xff] : [];
     const header = new Uint8Array([
       qos === 1 ? 0x32 : 0x30,
-      ...varint(length),
+      ...remainingLength(length),
       name.length >> 8,
       name.length & 0xff,
       ...name,

@@ -4,20 +4,10 @@ import {
   type OversizedMessage,
   pubAck,
   PublishSizeFilter,
+  remainingLength,
 } from "../lib/mqtt/size_guard.ts";
 
 const encoder = new TextEncoder();
-
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return out;
-}
 
 /** An MQTT 3.1.1 PUBLISH packet. */
 function publish(
@@ -31,7 +21,7 @@ function publish(
   const length = 2 + name.length + id.length + payloadBytes;
   const head = [
     0x30 | (qos << 1),
-    ...varint(length),
+    ...remainingLength(length),
     name.length >> 8,
     name.length & 0xff,
     ...name,
@@ -108,7 +98,7 @@ Deno.test("PublishSizeFilter never holds more than a header and a topic of a dro
   // A 64 MiB PUBLISH announced, then fed 1 MiB at a time: nothing passes.
   const announce = new Uint8Array([
     0x30,
-    ...varint(2 + 1 + 64 * 1024 * 1024),
+    ...remainingLength(2 + 1 + 64 * 1024 * 1024),
     0,
     1,
     0x74,

@@ -257,6 +257,18 @@ export class PublishSizeFilter {
   }
 }
 
+/** The bytes of an MQTT remaining length `n` (the varint {@linkcode PublishSizeFilter} reads). */
+export function remainingLength(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return out;
+}
+
 /** The PUBACK that acknowledges a QoS 1 message (MQTT 3.1.1 §3.4). */
 export function pubAck(packetId: number): Uint8Array {
   return new Uint8Array([0x40, 0x02, packetId >> 8, packetId & 0xff]);
