@@ -227,8 +227,9 @@ function toOutcome(
 // SmartREST 530
 
 /**
- * Records of one SmartREST payload that are not 530s and still get an
- * outcome (and so a log line) of their own; the rest get one together.
+ * Records of one SmartREST payload that are ignored (not 530s, or 530s
+ * that cannot be identified) and still get an outcome (and so a log line)
+ * of their own; the rest get one together.
  */
 export const MAX_OTHER_RECORDS = 4;
 
@@ -237,17 +238,22 @@ function ignored(reason: string, quiet: boolean): ParseOutcome {
 }
 
 function parse530(record: CsvRecord): ParseOutcome {
-  const shown = show(record.text);
   if (record.problem !== undefined) {
-    return ignored(`malformed 530 record (${record.problem}): ${shown}`, false);
+    return ignored(
+      `malformed 530 record (${record.problem}): ${show(record.text)}`,
+      false,
+    );
   }
   const [, deviceId = "", host = "", port = "", key = ""] = record.fields;
   const badDevice = deviceIdProblem(deviceId);
   if (badDevice !== undefined) {
-    return ignored(`530 record with ${badDevice}: ${shown}`, false);
+    return ignored(`530 record with ${badDevice}: ${show(record.text)}`, false);
   }
   if (key === "") {
-    return ignored(`530 record without a connection key: ${shown}`, false);
+    return ignored(
+      `530 record without a connection key: ${show(record.text)}`,
+      false,
+    );
   }
   const ref: OperationRef = { deviceId, key };
   if (record.fields.length !== 5) {
@@ -281,15 +287,25 @@ export function parseSmartRest(payload: string): ParseOutcome[] {
   for (const record of csvRecords(payload)) {
     const template = record.fields[0] ?? "";
     if (template === "530") {
-      outcomes.push(parse530(record));
+      const outcome = parse530(record);
+      if (outcome.kind !== "ignored") {
+        outcomes.push(outcome); // a status goes out for each of these
+        continue;
+      }
+      // An unusable 530 gets no status: it counts with the other records.
+      loud = true;
+      if (++others <= MAX_OTHER_RECORDS) outcomes.push(outcome);
       continue;
     }
+    if (others >= MAX_OTHER_RECORDS) {
+      others++;
+      if (!mayHold530) break;
+      loud ||= !/^[0-9]{1,5}$/.test(template);
+      continue;
+    }
+    others++;
     const quiet = /^[0-9]{1,5}$/.test(template);
     loud ||= !quiet;
-    if (++others > MAX_OTHER_RECORDS) {
-      if (!mayHold530) break;
-      continue;
-    }
     outcomes.push(
       quiet
         ? ignored(
@@ -305,7 +321,7 @@ export function parseSmartRest(payload: string): ParseOutcome[] {
         mayHold530
           ? `${
             others - MAX_OTHER_RECORDS
-          } more records that are not remote access requests`
+          } more records ignored (not remote access requests, or unusable ones)`
           : `more records after ${MAX_OTHER_RECORDS}, none a remote access request (no 530 in the payload)`,
         !loud,
       ),
