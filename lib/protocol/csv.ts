@@ -85,29 +85,36 @@ export function scanCsv(text: string): CsvRecord[] {
 
 /**
  * The CSV records of `text` one at a time, as {@linkcode scanCsv} splits
- * them: a caller that stops early does not pay for the rest.
+ * them: a caller that stops early does not pay for the rest. When `wanted`
+ * says no to a record's first field, the record is skipped to its end
+ * without collecting its other fields (its `fields` is the first alone).
  */
-export function* csvRecords(text: string): Generator<CsvRecord> {
+export function* csvRecords(
+  text: string,
+  wanted: (first: string) => boolean = () => true,
+): Generator<CsvRecord> {
   let i = 0;
   while (i < text.length) {
     const start = i;
     const fields: string[] = [];
     let problem: string | undefined;
     let quoted = false;
+    let keep = true;
     for (;;) {
       let j = i;
       while (j < text.length && isBlank(text.charCodeAt(j))) j++;
       if (text.charCodeAt(j) === QUOTE) {
         const field = readQuoted(text, j);
-        fields.push(field.value);
+        if (keep) fields.push(field.value);
         problem ??= field.problem;
         quoted = true;
         i = field.end;
       } else {
         const end = nextFieldEnd(text, i);
-        fields.push(text.slice(i, end).trim());
+        if (keep) fields.push(text.slice(i, end).trim());
         i = end;
       }
+      if (fields.length === 1 && keep) keep = wanted(fields[0]!);
       if (text.charCodeAt(i) !== COMMA) break;
       i++;
     }

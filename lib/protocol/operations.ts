@@ -284,7 +284,10 @@ export function parseSmartRest(payload: string): ParseOutcome[] {
   const mayHold530 = payload.includes("530");
   let others = 0;
   let loud = false;
-  for (const record of csvRecords(payload)) {
+  // Beyond the first few ignored records only 530s are split into fields.
+  const wanted = (first: string) =>
+    first === "530" || others < MAX_OTHER_RECORDS;
+  for (const record of csvRecords(payload, wanted)) {
     const template = record.fields[0] ?? "";
     if (template === "530") {
       const outcome = parse530(record);
