@@ -15,6 +15,7 @@ import {
   writeOperationFile,
 } from "../lib/commands/operation_file.ts";
 import { type Rig, rigToml, startRig, testConfig } from "./harness.ts";
+import { HAVE_TLS_TOOLS, makeTestPki } from "./mosquitto_tls.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -264,4 +265,45 @@ Deno.test("c8y-tunnel check prints one line per item and exits 1 when one fails"
   for (const l of lines) assert.match(l, /^(OK {2}|FAIL) .+?: /);
   assert.match(lines.at(-2)!, /^FAIL operation file: .* does not exist/);
   assert.match(lines.at(-1)!, /^OK {3}child devices: none declare/);
+});
+
+Deno.test({
+  name:
+    "runCheck() names c8y.root_cert_path when the cloud's certificate is not trusted, and is OK with its CA",
+  ignore: !HAVE_TLS_TOOLS,
+  fn: async () => {
+    await using rig = await startRig();
+    await using pki = await makeTestPki();
+    await using server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: pki.server.cert,
+      key: pki.server.key,
+      onListen() {},
+    }, () => new Response(null, { status: 200 }));
+    const url = `https://127.0.0.1:${server.addr.port}`;
+    await using untrusted = await setup(rigToml(rig.broker.port, url));
+    const failing = await runCheck({
+      path: untrusted.configPath,
+      probeTimeoutMs: 5000,
+    });
+    assert.match(
+      line(failing, "cloud"),
+      /^FAIL cloud: cannot reach https:\/\/127\.0\.0\.1:\d+: .*\(hint: the server's certificate is not trusted: set c8y\.root_cert_path/,
+    );
+    await using trusted = await setup(
+      rigToml(rig.broker.port, url).replace(
+        "[c8y]",
+        `[c8y]\nroot_cert_path = "${pki.caPath}"`,
+      ),
+    );
+    const passing = await runCheck({
+      path: trusted.configPath,
+      probeTimeoutMs: 5000,
+    });
+    assert.match(
+      line(passing, "cloud"),
+      /^OK {3}cloud: https:\/\/127\.0\.0\.1:\d+ reachable .*HTTP 200/,
+    );
+  },
 });

@@ -195,18 +195,31 @@ export function classifyError(error: unknown): ClassifiedError {
   }
   const detail = errorMessage(error);
   if (error instanceof CloudConnectError) return { kind: "other", detail };
-  const status = STATUS_IN_MESSAGE.exec(detail);
+  // fetch() says only "fetch failed"; the facts are in its causes.
+  const text = messageChain(error);
+  const status = STATUS_IN_MESSAGE.exec(text);
   const code = Number(status?.[1]);
-  if (/proxy authentication required/i.test(detail)) {
+  if (/proxy authentication required/i.test(text)) {
     return { kind: "status", detail, status: 407 };
   }
   if (code >= 100 && code <= 599) {
     return { kind: "status", detail, status: code };
   }
-  if (CERTIFICATE_IN_MESSAGE.test(detail)) {
+  if (CERTIFICATE_IN_MESSAGE.test(text)) {
     return { kind: "certificate", detail };
   }
   return { kind: "other", detail };
+}
+
+/** The messages of `error` and of its causes (a few levels), joined. */
+function messageChain(error: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; current !== undefined && depth < 4; depth++) {
+    parts.push(errorMessage(current));
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return parts.join(": ");
 }
 
 /**

@@ -19,6 +19,7 @@ import {
   cloudHttpOptions,
   createCloudHttpClient,
 } from "../cloud/opener.ts";
+import { classifyError } from "../cloud/leg.ts";
 import { brokerName } from "../mqtt/broker.ts";
 import { jwtExpiry } from "../mqtt/jwt.ts";
 import { MqttOnce, type ServiceHealth } from "../mqtt/once.ts";
@@ -260,9 +261,10 @@ async function probeCloud(config: Config, probeMs: number): Promise<CheckLine> {
     const text = error instanceof DOMException && error.name === "TimeoutError"
       ? `no answer within ${probeMs / 1000} s`
       : message(error);
-    const hint = /certificate|UnknownIssuer|tls/i.test(text)
+    const kind = classifyError(error);
+    const hint = kind.kind === "certificate"
       ? "the server's certificate is not trusted: set c8y.root_cert_path to its CA (PEM)"
-      : /407|proxy/i.test(text)
+      : kind.kind === "status" && (kind.status === 407 || kind.status === 401)
       ? "check proxy.address, proxy.username and proxy.password"
       : http?.proxy
       ? "check proxy.address and that the proxy may reach the cloud"

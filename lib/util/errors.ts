@@ -1,7 +1,8 @@
 /**
  * The text of a caught value, for messages and log lines: one helper instead
  * of `error instanceof Error ? error.message : String(error)` everywhere.
- * (Not the session's error classification: that is lib/session/tunnel.ts.)
+ * (Not the classification of network and TLS errors by what a user can do:
+ * that is `classifyError` in lib/cloud/leg.ts.)
  *
  * @module
  */
