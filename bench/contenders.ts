@@ -8,6 +8,14 @@
  * - `node-ws`: bench/node-bridge (Node.js, npm `ws` and `mqtt`), the stack
  *   other Cumulocity agents use.
  *
+ * Two more for analysis, only when named in `--only`:
+ * - `socat2`: two socat relays in a row, what a second hop costs without
+ *   WebSocket (the tunnel path has two: the cloud and the agent);
+ * - `c8y-b`: a second c8y-tunnel for A/B comparisons in one interleaved run:
+ *   the checkout at `BENCH_AGENT_ROOT_B` (default this one, e.g. an older
+ *   commit unpacked elsewhere) with the `deno run` flags in
+ *   `BENCH_AGENT_FLAGS_B` (default the V8 flags of the binaries).
+ *
  * The two tunnel contenders run as daemons for the whole run, each on its
  * own topic prefix, and are reached through the cloud simulator's listener:
  * every client connection there becomes a 530 for the contender measured.
@@ -46,14 +54,29 @@ export interface RigInfo {
 }
 
 /** The names, in the order they are measured in each round. */
-export const CONTENDERS = ["tcp", "socat", "c8y-tunnel", "node-ws"] as const;
+export const CONTENDERS = [
+  "tcp",
+  "socat",
+  "socat2",
+  "c8y-tunnel",
+  "c8y-b",
+  "node-ws",
+] as const;
 /** A contender's name. */
 export type ContenderName = typeof CONTENDERS[number];
+/** The contenders measured when `--only` does not say. */
+export const DEFAULT_CONTENDERS: readonly ContenderName[] = [
+  "tcp",
+  "socat",
+  "c8y-tunnel",
+  "node-ws",
+];
 
 /** Why a contender cannot run here, or null when it can. */
 export function unavailable(name: ContenderName): string | null {
   switch (name) {
     case "socat":
+    case "socat2":
       return which("socat") === null
         ? "socat is not installed (apt-get install socat)"
         : null;
@@ -84,8 +107,12 @@ export function start(name: ContenderName, rig: RigInfo): Promise<Running> {
       });
     case "socat":
       return startSocat(rig);
+    case "socat2":
+      return startSocatChain(rig);
     case "c8y-tunnel":
       return startAgent(rig);
+    case "c8y-b":
+      return startAgent(rig, "b");
     case "node-ws":
       return startNodeBridge(rig);
   }
@@ -134,6 +161,21 @@ async function startSocat(rig: RigInfo): Promise<Running> {
   };
 }
 
+/** Two socat relays in a row (client -> second -> first -> target). */
+async function startSocatChain(rig: RigInfo): Promise<Running> {
+  const first = await startSocat(rig);
+  const second = await startSocat({ ...rig, targetPort: first.port });
+  return {
+    ...second,
+    name: "socat2",
+    command: `${second.command}, then ${first.command}`,
+    [Symbol.asyncDispose]: async () => {
+      await second[Symbol.asyncDispose]();
+      await first[Symbol.asyncDispose]();
+    },
+  };
+}
+
 /** The agent's config for the bench: `prefix` and `service` keep daemon and plugin runs apart. */
 function agentConfig(rig: RigInfo, prefix: string, service: string): string {
   return `[mqtt]
@@ -161,10 +203,13 @@ level = "warn"
 `;
 }
 
-async function startAgent(rig: RigInfo): Promise<Running> {
-  const prefix = "c8y-agent";
-  const config = `${rig.dir}/c8y-tunnel.toml`;
-  await Deno.writeTextFile(config, agentConfig(rig, prefix, "c8y-tunnel"));
+/** Starts the agent; `variant` "b" is the second one of an A/B comparison. */
+async function startAgent(rig: RigInfo, variant?: "b"): Promise<Running> {
+  const suffix = variant ? `-${variant}` : "";
+  const prefix = `c8y-agent${suffix}`;
+  const service = `c8y-tunnel${suffix}`;
+  const config = `${rig.dir}/${service}.toml`;
+  await Deno.writeTextFile(config, agentConfig(rig, prefix, service));
   // Plugin mode: another prefix and service name, so no daemon takes its requests.
   const pluginConfig = `${rig.dir}/c8y-tunnel-plugin.toml`;
   await Deno.writeTextFile(
@@ -174,19 +219,22 @@ async function startAgent(rig: RigInfo): Promise<Running> {
   // As users start it: with the V8 flags of the binaries and the start
   // task. BENCH_AGENT_FLAGS replaces them with other `deno run` flags for
   // experiments (e.g. other V8 flags; "" for none).
-  const extra = (Deno.env.get("BENCH_AGENT_FLAGS") ?? v8FlagsArg()).split(" ")
-    .filter(Boolean);
-  const runtime = ["run", "-A", ...extra, `${ROOT}main.ts`];
+  const extra = (Deno.env.get(`BENCH_AGENT_FLAGS${variant ? "_B" : ""}`) ??
+    v8FlagsArg()).split(" ").filter(Boolean);
+  const root =
+    (variant && Deno.env.get("BENCH_AGENT_ROOT_B")?.replace(/\/?$/, "/")) ||
+    ROOT;
+  const runtime = ["run", "-A", ...extra, `${root}main.ts`];
   const args = [...runtime, "run", "--config", config];
   const ready = rig.operator.waitFor(
     (topic, payload) =>
-      topic === "te/device/main/service/c8y-tunnel/status/health" &&
+      topic === `te/device/main/service/${service}/status/health` &&
       payload.includes('"up"'),
-    "health up of c8y-tunnel",
+    `health up of ${service}`,
   );
   const child = new Deno.Command(Deno.execPath(), {
     args,
-    cwd: ROOT,
+    cwd: root,
     env: { NO_COLOR: "1" },
     stdin: "null",
     stdout: "inherit",
@@ -194,7 +242,7 @@ async function startAgent(rig: RigInfo): Promise<Running> {
   }).spawn();
   await ready;
   return {
-    name: "c8y-tunnel",
+    name: variant ? "c8y-b" : "c8y-tunnel",
     port: rig.cloud.port,
     pid: child.pid,
     prefix,

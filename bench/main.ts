@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import {
   type ContenderName,
   CONTENDERS,
+  DEFAULT_CONTENDERS,
   type Running,
   start,
   unavailable,
@@ -297,7 +298,9 @@ function usage(): string {
   return `Usage: deno run -A bench/main.ts [options]
   --quick           small sizes, one run (CI smoke, < 1 min); no file written
   --runs N          runs per measurement (default 3; quick 1)
-  --only a,b        contenders: ${CONTENDERS.join(", ")} (default: all)
+  --only a,b        contenders: ${CONTENDERS.join(", ")} (default: ${
+    DEFAULT_CONTENDERS.join(", ")
+  })
   --measure a,b     measurements: ${
     MEASUREMENTS.map((m) => m.name.replace(" ", "-")).join(", ")
   } (default: all)
@@ -536,7 +539,7 @@ async function main(): Promise<number> {
   }
   const plan: Plan = { ...base, runs };
   const wanted = values.only?.split(",").map((s) => s.trim()) ??
-    [...CONTENDERS];
+    [...DEFAULT_CONTENDERS];
   for (const name of wanted) {
     if (!(CONTENDERS as readonly string[]).includes(name)) {
       console.error(
