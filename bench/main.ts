@@ -725,6 +725,7 @@ async function main(): Promise<number> {
     (values.quick ? undefined : `${ROOT}bench/RESULTS.md`);
   if (out !== undefined) {
     const machine = [
+      `- code: ${await gitCommit()}`,
       `- machine: ${navigator.hardwareConcurrency} cores, ${cpuModel()}, Linux ${Deno.osRelease()}`,
       `- deno ${Deno.version.deno} (v8 ${Deno.version.v8}); ${await version(
         "node",
@@ -777,6 +778,22 @@ async function raisePriority(): Promise<string> {
   return out?.success
     ? "priority: the bench and everything it started ran at nice -10 (other work on the machine kept its priority)"
     : "priority: not raised (renice -n -10 refused: not root?), so other work on the machine competed at equal priority";
+}
+
+/** The checkout's commit (and whether it has local changes), for RESULTS.md. */
+async function gitCommit(): Promise<string> {
+  const git = (...args: string[]) =>
+    new Deno.Command("git", {
+      args: ["-C", ROOT, ...args],
+      stdout: "piped",
+      stderr: "null",
+    }).output().then((out) =>
+      out.success ? new TextDecoder().decode(out.stdout).trim() : null
+    ).catch(() => null);
+  const commit = await git("log", "-1", "--format=%h %s");
+  if (commit === null) return "not a git checkout";
+  const changed = await git("status", "--porcelain", "--untracked-files=no");
+  return `commit ${commit}${changed ? " (with local changes)" : ""}`;
 }
 
 async function nodePackageVersion(name: string): Promise<string> {
