@@ -5,7 +5,11 @@
  *
  * @module
  */
-import { basicCredentials, CloudConnectError, describeStatus } from "./leg.ts";
+import {
+  basicCredentials,
+  CloudConnectError,
+  proxyRefusedCredentials,
+} from "./leg.ts";
 import { closeQuietly, writeAll } from "../util/conn.ts";
 import { errorMessage } from "../util/errors.ts";
 
@@ -94,8 +98,13 @@ export async function dialThroughProxy(
     const statusLine = new TextDecoder().decode(head.subarray(0, end))
       .split("\r\n")[0] ?? "";
     const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1]);
-    if (status === 407) {
-      throw new CloudConnectError(describeStatus(407, proxy.url), 407);
+    if (status === 407 || status === 401) {
+      // The answer to CONNECT is the proxy's own: some proxies say 401 where
+      // 407 is meant for bad proxy credentials, so the hint is the same.
+      throw new CloudConnectError(
+        proxyRefusedCredentials(status, proxy.url),
+        status,
+      );
     }
     if (!(status >= 200 && status < 300)) {
       throw new CloudConnectError(

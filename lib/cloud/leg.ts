@@ -129,6 +129,16 @@ export function authHeaders(auth: CloudAuth): Headers {
   return headers;
 }
 
+/** The reason when the HTTP CONNECT proxy (`proxy`) refused its credentials with `status`. */
+export function proxyRefusedCredentials(
+  status: number,
+  proxy?: string,
+): string {
+  return `proxy${
+    proxy === undefined ? "" : ` ${proxy}`
+  } refused the credentials (HTTP ${status}): check proxy.username and proxy.password`;
+}
+
 /**
  * A user-facing reason for an HTTP status that refused the WebSocket
  * handshake (407: the proxy at `proxy` refused its credentials).
@@ -142,9 +152,7 @@ export function describeStatus(status: number, proxy?: string): string {
     case 404:
       return "cloud does not know this connection (HTTP 404): the request expired or the key is wrong";
     case 407:
-      return `proxy${
-        proxy === undefined ? "" : ` ${proxy}`
-      } refused the credentials (HTTP 407): check proxy.username and proxy.password`;
+      return proxyRefusedCredentials(407, proxy);
     default:
       return `cloud answered HTTP ${status} instead of opening the WebSocket`;
   }
