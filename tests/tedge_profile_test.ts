@@ -1,0 +1,187 @@
+/**
+ * Cloud profiles in plugin mode (issue 9 point 4), end to end: a thin-edge
+ * 2.x device with the default connection and profile `second`
+ * (`mappers/c8y.second/mapper.toml`), a real mosquitto, a bridge stand-in
+ * per topic prefix, and the simulator over wss:// with a CA the test makes.
+ * `connect` run like a profile's mapper runs it (TEDGE_CLOUD_PROFILE) uses
+ * that profile's tenant, prefix and CA, and hands over only to a daemon of
+ * the same profile.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import mqtt from "mqtt";
+import { RemoteAccessSim } from "../lib/sim/cloud.ts";
+import { quoteWords } from "../lib/util/shell_words.ts";
+import { echo, Observer, tcpServer } from "./harness.ts";
+import { runLikeMapper } from "./mapper_emulator.ts";
+import { HAVE_TLS_TOOLS, makeTestPki } from "./mosquitto_tls.ts";
+import { freePort, startMosquitto } from "./system_helpers.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const DENO = Deno.execPath();
+
+/** Answers `71,<token>` on `<prefix>/s/dat` to each request on `<prefix>/s/uat`. */
+async function bridge(port: number, prefix: string) {
+  const token = `token-of-${prefix}`;
+  let requests = 0;
+  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+    clientId: `bridge-${prefix}-${crypto.randomUUID().slice(0, 6)}`,
+    reconnectPeriod: 0,
+  });
+  client.on("message", () => {
+    requests++;
+    client.publish(`${prefix}/s/dat`, `71,${token}`);
+  });
+  await client.subscribeAsync(`${prefix}/s/uat`);
+  return {
+    token,
+    requests: () => requests,
+    close: () => client.endAsync(true),
+  };
+}
+
+/** `c8y-tunnel run` as its own process, with `env` added. */
+function daemon(config: string, env: Record<string, string>) {
+  const child = new Deno.Command(DENO, {
+    args: ["run", "--allow-all", MAIN, "run", "--config", config],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  return {
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await child.status;
+    },
+  };
+}
+
+function killSession(stdout: string): void {
+  const pid = /in process (\d+)/.exec(stdout)?.[1];
+  if (pid === undefined) return;
+  try {
+    Deno.kill(Number(pid), "SIGKILL");
+  } catch { /* ended with its session */ }
+}
+
+Deno.test({
+  name:
+    "connect run by a profile's mapper (TEDGE_CLOUD_PROFILE) uses that profile's tenant, prefix and CA, and hands over only to that profile's daemon",
+  ignore: !HAVE_TLS_TOOLS,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using pki = await makeTestPki();
+    const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-profile-" });
+    const port = freePort();
+    const mosquitto = await startMosquitto(dir, port);
+    const sim = await RemoteAccessSim.start({
+      cert: pki.server.cert,
+      key: pki.server.key,
+    });
+    const target = tcpServer(echo);
+    const mainBridge = await bridge(port, "c8y");
+    const secondBridge = await bridge(port, "c8y-second");
+    const observer = await Observer.connect(port, ["te/#"]);
+    const stops: (() => Promise<unknown>)[] = [];
+    try {
+      // thin-edge 2.x layout: the default connection and profile "second".
+      const tedge = join(dir, "tedge");
+      await Deno.mkdir(join(tedge, "mappers", "c8y"), { recursive: true });
+      await Deno.mkdir(join(tedge, "mappers", "c8y.second"));
+      await Deno.writeTextFile(
+        join(tedge, "tedge.toml"),
+        `[config]\nversion = "2"\n[mqtt.client]\nhost = "127.0.0.1"\nport = ${port}\n`,
+      );
+      await Deno.writeTextFile(
+        join(tedge, "mappers", "c8y", "mapper.toml"),
+        'url = "127.0.0.1:9"\nauth_method = "certificate"\n[device]\nid = "main-device"\n',
+      );
+      const simHost = new URL(sim.url).host;
+      await Deno.writeTextFile(
+        join(tedge, "mappers", "c8y.second", "mapper.toml"),
+        `url = "${simHost}"\nauth_method = "certificate"\nroot_cert_path = "${pki.caPath}"\n` +
+          `[device]\nid = "second-device"\n[bridge]\ntopic_prefix = "c8y-second"\n`,
+      );
+      // One config for every connection: nothing pins the tenant.
+      const config = join(dir, "config.toml");
+      await Deno.writeTextFile(
+        config,
+        `[tunnel]\nallow = ["127.0.0.1:${target.port}"]\n` +
+          `[tedge]\nconfig_path = "${join(tedge, "tedge.toml")}"\n`,
+      );
+      const command = quoteWords([
+        DENO,
+        "run",
+        "--allow-all",
+        MAIN,
+        "connect",
+        "--config",
+        config,
+      ]);
+      const connect = async () => {
+        const session = sim.openSession();
+        const run = await runLikeMapper(
+          command,
+          `530,second-device,127.0.0.1,${target.port},${session.key}`,
+          { profile: "second", timeoutS: 60 },
+        );
+        killSession(run.stdout);
+        assert.equal(run.code, 0, run.stderr);
+        await session.connected;
+        const handshake = sim.handshakes.find((h) => h.key === session.key);
+        session.close();
+        await session.closed;
+        return { run, handshake };
+      };
+
+      // No daemon: connect serves it itself, with profile second's JWT (its
+      // bridge prefix), tenant and CA (wss:// with the test CA).
+      const alone = await connect();
+      assert.match(alone.run.stdout, /in process \d+/);
+      assert.equal(
+        alone.handshake?.authorization,
+        `Bearer ${secondBridge.token}`,
+      );
+      assert.equal(mainBridge.requests(), 0);
+
+      // The default connection's daemon is not this profile's: no handoff.
+      const mainDaemon = daemon(config, {});
+      stops.push(() => mainDaemon.stop());
+      await observer.waitFor((m) =>
+        m.topic === "te/device/main/service/c8y-tunnel/status/health" &&
+        m.payload.includes('"up"')
+      );
+      const notHanded = await connect();
+      assert.match(notHanded.run.stdout, /in process \d+/);
+
+      // Profile second's daemon (c8y-tunnel@second) takes it.
+      const secondDaemon = daemon(config, { TEDGE_CLOUD_PROFILE: "second" });
+      stops.push(() => secondDaemon.stop());
+      await observer.waitFor((m) =>
+        m.topic ===
+          "te/device/main/service/c8y-tunnel@second/status/health" &&
+        m.payload.includes('"up"')
+      );
+      const handed = await connect();
+      assert.match(handed.run.stdout, /handed to the c8y-tunnel daemon/);
+      assert.equal(
+        handed.handshake?.authorization,
+        `Bearer ${secondBridge.token}`,
+      );
+      assert.equal(mainBridge.requests(), 0);
+    } finally {
+      for (const stop of stops.reverse()) await stop();
+      await observer.close();
+      await mainBridge.close();
+      await secondBridge.close();
+      await target.close();
+      await sim.close();
+      await mosquitto.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
