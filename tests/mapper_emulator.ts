@@ -140,3 +140,14 @@ export async function runLikeMapper(
     timedOut,
   };
 }
+
+/** Kills the detached session process that `connect` names on its stdout ("in process <pid>"), if still alive. */
+export function killSession(stdout: string): void {
+  const pid = /in process (\d+)/.exec(stdout)?.[1];
+  if (pid === undefined) return;
+  try {
+    Deno.kill(Number(pid), "SIGKILL");
+  } catch {
+    // Already ended with its session.
+  }
+}

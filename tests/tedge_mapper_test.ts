@@ -6,7 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { failureReason, runLikeMapper } from "./mapper_emulator.ts";
+import {
+  failureReason,
+  killSession,
+  runLikeMapper,
+} from "./mapper_emulator.ts";
 import { quoteWords } from "../lib/util/shell_words.ts";
 import { oneLine } from "../lib/commands/connect.ts";
 import { echo, type Rig, rigToml, startRig, tcpServer } from "./harness.ts";
@@ -86,17 +90,6 @@ function commandFor(configPath: string): string {
     "--config",
     configPath,
   ]);
-}
-
-/** Kills the detached session process named in connect's stdout, if still alive. */
-function killSession(stdout: string): void {
-  const pid = /in process (\d+)/.exec(stdout)?.[1];
-  if (pid === undefined) return;
-  try {
-    Deno.kill(Number(pid), "SIGKILL");
-  } catch {
-    // Already ended with its session.
-  }
 }
 
 Deno.test({

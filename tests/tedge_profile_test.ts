@@ -13,7 +13,7 @@ import mqtt from "mqtt";
 import { RemoteAccessSim } from "../lib/sim/cloud.ts";
 import { quoteWords } from "../lib/util/shell_words.ts";
 import { echo, Observer, tcpServer } from "./harness.ts";
-import { runLikeMapper } from "./mapper_emulator.ts";
+import { killSession, runLikeMapper } from "./mapper_emulator.ts";
 import { HAVE_TLS_TOOLS, makeTestPki } from "./mosquitto_tls.ts";
 import { freePort, startMosquitto } from "./system_helpers.ts";
 
@@ -57,14 +57,6 @@ function daemon(config: string, env: Record<string, string>) {
       await child.status;
     },
   };
-}
-
-function killSession(stdout: string): void {
-  const pid = /in process (\d+)/.exec(stdout)?.[1];
-  if (pid === undefined) return;
-  try {
-    Deno.kill(Number(pid), "SIGKILL");
-  } catch { /* ended with its session */ }
 }
 
 Deno.test({
