@@ -180,6 +180,13 @@ install_files() {
 	mv -f "$root$unit_path.new" "$root$unit_path"
 	say "installed $root$unit_path"
 
+	# Where `connect` (run by the mapper as tedge) may keep its log (log.file).
+	mkdir -p "$root/var/log/c8y-tunnel"
+	chmod 0750 "$root/var/log/c8y-tunnel"
+	if [ "$(id -u)" -eq 0 ] && getent passwd tedge >/dev/null 2>&1; then
+		chown tedge:tedge "$root/var/log/c8y-tunnel"
+	fi
+
 	if ! getent passwd tedge >/dev/null 2>&1; then
 		say "warning: user tedge does not exist: install thin-edge.io first, or set User= and Group= with 'systemctl edit c8y-tunnel'"
 	fi

@@ -88,6 +88,8 @@ if [ "$1" = configure ]; then
 	if getent group tedge >/dev/null 2>&1; then
 		chgrp tedge /etc/c8y-tunnel/config.toml
 		chmod 0640 /etc/c8y-tunnel/config.toml
+		# Where `connect` (run by the mapper as tedge) may keep its log (log.file).
+		install -d -m 0750 -o tedge -g tedge /var/log/c8y-tunnel
 	else
 		echo "c8y-tunnel: user tedge does not exist: install thin-edge.io, or set User= and Group= with 'systemctl edit c8y-tunnel'" >&2
 	fi

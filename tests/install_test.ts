@@ -178,6 +178,8 @@ Deno.test("install.sh installs binary, config and unit, and runs init --daemon",
     await Deno.readTextFile(TEMPLATE),
   );
   assert.equal(await mode(`${t.root}/etc/c8y-tunnel`), 0o755);
+  // connect's log directory (log.file), for the mapper's user tedge
+  assert.equal(await mode(`${t.root}/var/log/c8y-tunnel`), 0o750);
   assert.equal(await mode(unit), 0o644);
   assert.equal(await Deno.readTextFile(unit), await Deno.readTextFile(UNIT));
   assert.deepEqual(await readCalls(t.calls), [
