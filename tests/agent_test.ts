@@ -10,12 +10,14 @@ import {
   echo,
   pseudoRandomBytes,
   readBytes,
+  readHttpHead,
   type Rig,
   rigToml,
   sha256,
   startRig,
   tcpServer,
   testConfig,
+  webSocketAnswer,
 } from "./harness.ts";
 
 const EXECUTING = "501,c8y_RemoteAccessConnect";
@@ -457,23 +459,7 @@ function hostileCloud(bytes: Uint8Array) {
   const loop = (async () => {
     for await (const conn of listener) {
       conns.push(conn);
-      const buffer = new Uint8Array(4096);
-      let head = "";
-      while (!head.includes("\r\n\r\n")) {
-        const n = await conn.read(buffer);
-        if (n === null) break;
-        head += new TextDecoder().decode(buffer.subarray(0, n));
-      }
-      const key = /sec-websocket-key: *(\S+)/i.exec(head)?.[1] ?? "";
-      const digest = await crypto.subtle.digest(
-        "SHA-1",
-        new TextEncoder().encode(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
-      );
-      const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
-      await conn.write(new TextEncoder().encode(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-          `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: binary\r\n\r\n`,
-      ));
+      await conn.write(await webSocketAnswer(await readHttpHead(conn)));
       await conn.write(bytes).catch(() => {});
     }
   })().catch(() => {});

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { loadCaCerts } from "../lib/config/ca_certs.ts";
-import { makeTestPki } from "./mosquitto_tls.ts";
+import { makeTestPki } from "./test_pki.ts";
 
 const OS_STORE = "/etc/ssl/certs";
 const OS_BUNDLE = `${OS_STORE}/ca-certificates.crt`;

@@ -15,9 +15,9 @@ import {
   writeOperationFile,
 } from "../lib/commands/operation_file.ts";
 import { type Rig, rigToml, startRig, testConfig } from "./harness.ts";
-import { HAVE_TLS_TOOLS, makeTestPki } from "./mosquitto_tls.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
+import { HAVE_TLS_TOOLS } from "./mosquitto_tls.ts";
+import { MAIN, runCli } from "./system_helpers.ts";
+import { makeTestPki } from "./test_pki.ts";
 
 /** A temp dir holding config.toml and tedge.toml; removed at the end. */
 interface Setup extends AsyncDisposable {
@@ -252,13 +252,8 @@ Deno.test("runCheck() reports a bad config as its only line, naming the file and
 Deno.test("c8y-tunnel check prints one line per item and exits 1 when one fails", async () => {
   await using rig = await startRig();
   await using s = await setup(rigToml(rig.broker.port, rig.sim.url));
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", MAIN, "check", "--config", s.configPath],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout);
+  const out = await runCli(["check", "--config", s.configPath]);
+  const stdout = out.stdout;
   assert.equal(out.code, 1, stdout);
   const lines = stdout.trim().split("\n");
   assert.equal(lines.length, 8, stdout);

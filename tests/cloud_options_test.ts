@@ -14,6 +14,7 @@ import {
   echo,
   pseudoRandomBytes,
   readBytes,
+  readHttpHead,
   type Rig,
   rigToml,
   sha256,
@@ -21,104 +22,11 @@ import {
   tcpServer,
   testConfig,
 } from "./harness.ts";
+import { HAVE_OPENSSL, makeTestPki } from "./test_pki.ts";
 
 // ---------------------------------------------------------------- helpers
 
-const HAVE_OPENSSL = (() => {
-  try {
-    return new Deno.Command("openssl", { args: ["version"] }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
 if (!HAVE_OPENSSL) console.log("SKIP: TLS tests need openssl");
-
-async function openssl(dir: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command("openssl", {
-    args,
-    cwd: dir,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `openssl ${args[0]} failed: ${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
-}
-
-/** A self-signed CA and a server certificate for 127.0.0.1 signed by it. */
-interface TestPki extends AsyncDisposable {
-  readonly dir: string;
-  readonly caPath: string;
-  readonly cert: string;
-  readonly key: string;
-}
-
-async function makePki(): Promise<TestPki> {
-  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-pki-" });
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-  await openssl(dir, [
-    "req",
-    "-x509",
-    ...ec,
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "30",
-    "-subj",
-    "/CN=c8y-tunnel test CA",
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
-  await openssl(dir, [
-    "req",
-    ...ec,
-    "-nodes",
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.csr",
-    "-subj",
-    "/CN=127.0.0.1",
-  ]);
-  await Deno.writeTextFile(
-    join(dir, "ext.cnf"),
-    "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-  );
-  await openssl(dir, [
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "server.pem",
-    "-days",
-    "30",
-    "-extfile",
-    "ext.cnf",
-  ]);
-  return {
-    dir,
-    caPath: join(dir, "ca.pem"),
-    cert: await Deno.readTextFile(join(dir, "server.pem")),
-    key: await Deno.readTextFile(join(dir, "server.key")),
-    async [Symbol.asyncDispose]() {
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
 
 /** A small HTTP CONNECT proxy on loopback that records each request head. */
 interface TestProxy {
@@ -133,13 +41,8 @@ function connectProxy(options: { status?: number } = {}): TestProxy {
   const conns = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
   const serve = async (conn: Deno.Conn) => {
-    const buffer = new Uint8Array(8192);
-    let head = "";
-    while (!head.includes("\r\n\r\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) return;
-      head += new TextDecoder().decode(buffer.subarray(0, n));
-    }
+    const head = await readHttpHead(conn);
+    if (!head.includes("\r\n\r\n")) return;
     requests.push(head.slice(0, head.indexOf("\r\n\r\n")));
     const [method, target] = head.split(" ");
     const status = options.status ?? 200;
@@ -220,8 +123,11 @@ Deno.test({
     "Agent opens a wss:// cloud leg through an HTTP CONNECT proxy with credentials, trusting c8y.root_cert_path",
   ignore: !HAVE_OPENSSL,
   async fn() {
-    await using pki = await makePki();
-    await using rig = await startRig({ cert: pki.cert, key: pki.key });
+    await using pki = await makeTestPki();
+    await using rig = await startRig({
+      cert: pki.server.cert,
+      key: pki.server.key,
+    });
     const proxy = connectProxy();
     rig.defer(() => proxy.close());
     const target = tcpServer(echo);
@@ -258,8 +164,11 @@ Deno.test({
     "Agent trusts a CA directory in c8y.root_cert_path for a wss:// simulator (no proxy)",
   ignore: !HAVE_OPENSSL,
   async fn() {
-    await using pki = await makePki();
-    await using rig = await startRig({ cert: pki.cert, key: pki.key });
+    await using pki = await makeTestPki();
+    await using rig = await startRig({
+      cert: pki.server.cert,
+      key: pki.server.key,
+    });
     const target = tcpServer(echo);
     rig.defer(() => target.close());
     const caDir = join(pki.dir, "cas");
@@ -284,8 +193,11 @@ Deno.test({
     "Agent reports 502 naming c8y.root_cert_path when the cloud's CA is not trusted",
   ignore: !HAVE_OPENSSL,
   async fn() {
-    await using pki = await makePki();
-    await using rig = await startRig({ cert: pki.cert, key: pki.key });
+    await using pki = await makeTestPki();
+    await using rig = await startRig({
+      cert: pki.server.cert,
+      key: pki.server.key,
+    });
     const target = tcpServer(echo);
     rig.defer(() => target.close());
     const agent = new Agent(
@@ -308,8 +220,11 @@ Deno.test({
     "Agent reports 502 naming proxy.username when the proxy refuses the credentials (407)",
   ignore: !HAVE_OPENSSL,
   async fn() {
-    await using pki = await makePki();
-    await using rig = await startRig({ cert: pki.cert, key: pki.key });
+    await using pki = await makeTestPki();
+    await using rig = await startRig({
+      cert: pki.server.cert,
+      key: pki.server.key,
+    });
     const proxy = connectProxy({ status: 407 });
     rig.defer(() => proxy.close());
     const target = tcpServer(echo);
@@ -383,8 +298,11 @@ Deno.test({
     "openWebSocketWithClient() (the https:// proxy fallback) carries bytes both ways through a CONNECT proxy with extra CAs",
   ignore: !HAVE_OPENSSL,
   async fn() {
-    await using pki = await makePki();
-    await using rig = await startRig({ cert: pki.cert, key: pki.key });
+    await using pki = await makeTestPki();
+    await using rig = await startRig({
+      cert: pki.server.cert,
+      key: pki.server.key,
+    });
     const proxy = connectProxy();
     rig.defer(() => proxy.close());
     const open = openWebSocketWithClient({

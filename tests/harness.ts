@@ -89,6 +89,24 @@ export class Observer {
     return observer;
   }
 
+  /**
+   * Connects with npm `mqtt` options (e.g. a TLS broker's
+   * `clientOptions()`, see tests/mosquitto_tls.ts) and subscribes to `topics`.
+   */
+  static async connectWith(
+    options: mqtt.IClientOptions,
+    topics: string[],
+  ): Promise<Observer> {
+    const client = await mqtt.connectAsync({
+      clientId: `observer-${crypto.randomUUID().slice(0, 8)}`,
+      reconnectPeriod: 0,
+      ...options,
+    });
+    const observer = new Observer(client);
+    await client.subscribeAsync(topics, { qos: 1 });
+    return observer;
+  }
+
   /** Resolves with the first message (seen before or after the call) that matches. */
   waitFor(match: (m: Seen) => boolean): Promise<Seen> {
     const earlier = this.seen.find(match);
@@ -183,6 +201,36 @@ export function pseudoRandomBytes(length: number, seed = 1): Uint8Array {
     out[i] = x & 0xff;
   }
   return out;
+}
+
+/**
+ * Reads an HTTP request head from `conn` up to and with its blank line, for
+ * loopback stand-ins (proxies, raw WebSocket servers). When the peer closes
+ * first: what came so far (without the blank line).
+ */
+export async function readHttpHead(conn: Deno.Conn): Promise<string> {
+  const buffer = new Uint8Array(64 * 1024);
+  let head = "";
+  while (!head.includes("\r\n\r\n")) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    head += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  return head;
+}
+
+/** The `101 Switching Protocols` answer (subprotocol `binary`) to the WebSocket handshake in `head` (RFC 6455 §4.2.2). */
+export async function webSocketAnswer(head: string): Promise<Uint8Array> {
+  const key = /sec-websocket-key: *(\S+)/i.exec(head)?.[1] ?? "";
+  const digest = await crypto.subtle.digest(
+    "SHA-1",
+    new TextEncoder().encode(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
+  );
+  const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
+  return new TextEncoder().encode(
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: binary\r\n\r\n`,
+  );
 }
 
 /** Hex SHA-256 of some bytes. */

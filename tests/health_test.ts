@@ -10,15 +10,13 @@ import { Observer } from "./harness.ts";
 import {
   freePort,
   installed,
-  spawn,
+  spawnDaemon,
   type Started,
   startMosquitto,
 } from "./system_helpers.ts";
 
 const HAVE_MOSQUITTO = installed("/usr/sbin/mosquitto");
 if (!HAVE_MOSQUITTO) console.log("SKIP: mosquitto not installed");
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 /** mosquitto + the agent as its own process, torn down together. */
 class HealthRig implements AsyncDisposable {
@@ -52,14 +50,7 @@ class HealthRig implements AsyncDisposable {
         `[c8y]\nurl = "http://127.0.0.1:1"\ndevice_id = "health-device"\nauth = "none"\n` +
         `[tedge]\nconfig_path = "${tedge}"\n[health]\n${health}\n`,
     );
-    const agent = spawn(Deno.execPath(), [
-      "run",
-      "--allow-all",
-      MAIN,
-      "run",
-      "--config",
-      config,
-    ]);
+    const agent = spawnDaemon(config);
     this.#cleanups.push(() => agent.stop("SIGKILL"));
     return agent;
   }

@@ -6,9 +6,9 @@
  *
  * @module
  */
+import { readHttpHead, webSocketAnswer } from "./harness.ts";
 
 const encoder = new TextEncoder();
-const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /** A server frame (unmasked unless `mask` is given); `rsv` sets reserved bits. */
 export function frame(
@@ -204,22 +204,9 @@ export function hostileServer(script: (n: number) => Uint8Array) {
   const slot = (n: number) => seen[n] ??= Promise.withResolvers<Seen>();
   const serve = async (conn: Deno.Conn, n: number) => {
     const buffer = new Uint8Array(64 * 1024);
-    let head = "";
-    while (!head.includes("\r\n\r\n")) {
-      const got = await conn.read(buffer);
-      if (got === null) return;
-      head += new TextDecoder().decode(buffer.subarray(0, got));
-    }
-    const key = /sec-websocket-key: *(\S+)/i.exec(head)?.[1] ?? "";
-    const digest = await crypto.subtle.digest(
-      "SHA-1",
-      encoder.encode(key + GUID),
-    );
-    const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
-    const answer = encoder.encode(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: binary\r\n\r\n`,
-    );
+    const head = await readHttpHead(conn);
+    if (!head.includes("\r\n\r\n")) return;
+    const answer = await webSocketAnswer(head);
     const bytes = concat(answer, script(n));
     for (let at = 0; at < bytes.length;) {
       at += await conn.write(bytes.subarray(at));

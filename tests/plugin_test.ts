@@ -33,9 +33,7 @@ import {
   tcpServer,
   testConfig,
 } from "./harness.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const DENO = Deno.execPath();
+import { cliWords, MAIN, runCli } from "./system_helpers.ts";
 
 /** A temp dir with an (empty) tedge.toml, removed at the end. */
 async function tedgeDir(): Promise<
@@ -221,24 +219,6 @@ Deno.test("pluginCommand() adds --config only for a non-default file and quotes 
   );
 });
 
-/** Runs the CLI as its own process (the way users and the mapper do). */
-async function cli(
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(DENO, {
-    args: ["run", "--allow-all", MAIN, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: decoder.decode(out.stdout),
-    stderr: decoder.decode(out.stderr),
-  };
-}
-
 Deno.test("c8y-tunnel init / init --daemon / cleanup write and remove the file from the command line", async () => {
   await using tmp = await tedgeDir();
   const configPath = join(tmp.dir, "config.toml");
@@ -248,7 +228,7 @@ Deno.test("c8y-tunnel init / init --daemon / cleanup write and remove the file f
   );
   const config = configIn(tmp.tedgeToml);
 
-  const init = await cli(["init", "--config", configPath]);
+  const init = await runCli(["init", "--config", configPath]);
   assert.equal(init.code, 0, init.stderr);
   assert.match(init.stdout, /plugin mode/);
   const state = await inspectOperationFile(config);
@@ -260,14 +240,14 @@ Deno.test("c8y-tunnel init / init --daemon / cleanup write and remove the file f
     state.command,
   );
 
-  const daemon = await cli(["init", "--daemon", "--config", configPath]);
+  const daemon = await runCli(["init", "--daemon", "--config", configPath]);
   assert.equal(daemon.code, 0, daemon.stderr);
   assert.equal((await inspectOperationFile(config)).kind, "daemon");
 
-  const cleanup = await cli(["cleanup", "--config", configPath]);
+  const cleanup = await runCli(["cleanup", "--config", configPath]);
   assert.equal(cleanup.code, 0, cleanup.stderr);
   assert.match(cleanup.stdout, /^removed /);
-  const again = await cli(["cleanup", "--config", configPath]);
+  const again = await runCli(["cleanup", "--config", configPath]);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout, /does not exist; nothing to remove/);
 });
@@ -321,16 +301,7 @@ Deno.test({
 
     // Like tedge-mapper-c8y: a parent process whose whole group is killed
     // afterwards (as a service restart would do).
-    const quoted = [
-      DENO,
-      "run",
-      "--allow-all",
-      MAIN,
-      "connect",
-      "--config",
-      configPath,
-      line,
-    ]
+    const quoted = cliWords("connect", "--config", configPath, line)
       .map((word) => `'${word}'`).join(" ");
     const mapper = new Deno.Command("sh", {
       args: ["-c", `${quoted}; echo "exit=$?"; exec sleep 60`],
@@ -381,7 +352,7 @@ Deno.test("c8y-tunnel connect exits 1 with one reason line for a target outside 
   const configPath = await connectConfig(rig, tmp.dir, {
     allow: ["127.0.0.1:22"],
   });
-  const result = await cli([
+  const result = await runCli([
     "connect",
     "--config",
     configPath,
@@ -410,7 +381,7 @@ Deno.test({
     const port = (closed.addr as Deno.NetAddr).port;
     closed.close();
     const session = rig.sim.openSession();
-    const result = await cli([
+    const result = await runCli([
       "connect",
       "--config",
       configPath,
@@ -428,13 +399,18 @@ Deno.test({
 });
 
 Deno.test("c8y-tunnel connect exits 1 for a line that is not a 530", async () => {
-  const result = await cli(["connect", "--config", "/nonexistent.toml", "x"]);
+  const result = await runCli([
+    "connect",
+    "--config",
+    "/nonexistent.toml",
+    "x",
+  ]);
   assert.equal(result.code, 1);
   assert.match(result.stderr, /config file does not exist/);
   await using rig = await startRig();
   await using tmp = await tedgeDir();
   const configPath = await connectConfig(rig, tmp.dir);
-  const garbage = await cli(["connect", "--config", configPath, "71,abc"]);
+  const garbage = await runCli(["connect", "--config", configPath, "71,abc"]);
   assert.equal(garbage.code, 1);
   assert.match(
     garbage.stderr.trim().split("\n").at(-1) ?? "",

@@ -6,6 +6,7 @@
  * @module
  */
 import { deadline } from "../lib/util/deadline.ts";
+import { quoteWords } from "../lib/util/shell_words.ts";
 
 /** True when an executable exists at `path`. */
 export function installed(path: string): boolean {
@@ -69,7 +70,7 @@ export interface Started {
 export function spawn(
   command: string,
   args: string[],
-  options: { cwd?: string } = {},
+  options: { cwd?: string; env?: Record<string, string> } = {},
 ): Started {
   const process = new Deno.Command(command, {
     args,
@@ -77,6 +78,7 @@ export function spawn(
     stdout: "piped",
     stderr: "piped",
     ...(options.cwd ? { cwd: options.cwd } : {}),
+    ...(options.env ? { env: options.env } : {}),
   }).spawn();
   let text = "";
   const decoder = new TextDecoder();
@@ -125,6 +127,99 @@ export function spawn(
         return status;
       })();
       return stopped;
+    },
+  };
+}
+
+/** main.ts of this checkout: the tests run `c8y-tunnel` from source. */
+export const MAIN: string = new URL("../main.ts", import.meta.url).pathname;
+
+/** The words that run `c8y-tunnel <args>` from source: `deno run --allow-all main.ts <args>`. */
+export function cliWords(...args: string[]): [string, ...string[]] {
+  return [Deno.execPath(), "run", "--allow-all", MAIN, ...args];
+}
+
+/**
+ * The operation file's command for this checkout, quoted shell-style as
+ * tedge-mapper-c8y splits it: `deno run --allow-all main.ts connect --config <path>`.
+ */
+export function connectCommand(configPath: string): string {
+  return quoteWords(cliWords("connect", "--config", configPath));
+}
+
+/** What a finished process left: exit code and both outputs. */
+export interface Ran {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `command args` (stdin closed, `env` added) to its end and collects its output. */
+export async function runCommand(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Ran> {
+  const out = await new Deno.Command(command, {
+    args,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: decoder.decode(out.stdout),
+    stderr: decoder.decode(out.stderr),
+  };
+}
+
+/** Runs `c8y-tunnel <args>` as its own process (the way users and the mapper do) to its end. */
+export function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Ran> {
+  const [deno, ...words] = cliWords(...args);
+  return runCommand(deno, words, env);
+}
+
+/** Starts the daemon, `c8y-tunnel run --config <path>`, as its own process with `env` added. */
+export function spawnDaemon(
+  configPath: string,
+  env?: Record<string, string>,
+): Started {
+  const [deno, ...words] = cliWords("run", "--config", configPath);
+  return spawn(deno, words, env ? { env } : {});
+}
+
+/** A mosquitto on a free port with a temp dir of its own (for its config and the test's files). */
+export interface TempMosquitto extends AsyncDisposable {
+  readonly dir: string;
+  readonly port: number;
+  readonly broker: Started;
+}
+
+/** Starts {@linkcode startMosquitto} in a new temp dir; dispose stops it and removes the dir. */
+export async function startTempMosquitto(
+  prefix = "c8y-tunnel-mqtt-",
+): Promise<TempMosquitto> {
+  const dir = await Deno.makeTempDir({ prefix });
+  const port = freePort();
+  let broker: Started;
+  try {
+    broker = await startMosquitto(dir, port);
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true });
+    throw error;
+  }
+  return {
+    dir,
+    port,
+    broker,
+    async [Symbol.asyncDispose]() {
+      await broker.stop();
+      await Deno.remove(dir, { recursive: true });
     },
   };
 }

@@ -10,7 +10,9 @@ import { Observer } from "./harness.ts";
 import {
   freePort,
   installed,
-  spawn,
+  type Ran,
+  runCommand,
+  spawnDaemon,
   sshArgs,
   type Sshd,
   type Started,
@@ -29,7 +31,6 @@ if (!HAVE_SSH) {
 }
 if (HAVE_SSH && !IS_ROOT) console.log("SKIP: ssh tests run sshd and need root");
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const HEALTH = "te/device/main/service/c8y-tunnel/status/health";
 
 /** Everything a system test runs, stopped in reverse order. */
@@ -71,14 +72,7 @@ level = "info"
     );
     // tedge.config_path must exist when set explicitly; an empty tedge.toml is fine.
     await Deno.writeTextFile(`${this.dir}/no-tedge.toml`, "");
-    this.agent = spawn(Deno.execPath(), [
-      "run",
-      "-A",
-      MAIN,
-      "run",
-      "--config",
-      config,
-    ]);
+    this.agent = spawnDaemon(config);
     this.#cleanups.push(() => this.agent.stop("SIGKILL"));
     await this.waitForHealth("up");
     return this;
@@ -118,23 +112,8 @@ level = "info"
   }
 }
 
-async function runSsh(
-  sshd: Sshd,
-  port: number,
-  command: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command("ssh", {
-    args: sshArgs(sshd, port, command),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: decoder.decode(out.stdout),
-    stderr: decoder.decode(out.stderr),
-  };
+function runSsh(sshd: Sshd, port: number, command: string): Promise<Ran> {
+  return runCommand("ssh", sshArgs(sshd, port, command));
 }
 
 Deno.test({

@@ -8,49 +8,20 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import mqtt from "mqtt";
 import { RemoteAccessSim } from "../lib/sim/cloud.ts";
-import { quoteWords } from "../lib/util/shell_words.ts";
-import { echo, tcpServer } from "./harness.ts";
+import { echo, Observer, tcpServer } from "./harness.ts";
 import { runLikeMapper } from "./mapper_emulator.ts";
 import {
   HAVE_TLS_TOOLS,
   startTlsMosquitto,
   type TlsMosquitto,
 } from "./mosquitto_tls.ts";
-import { spawn } from "./system_helpers.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const DENO = Deno.execPath();
-
-/** A client of the TLS broker that records messages and waits for one. */
-async function watch(broker: TlsMosquitto, topics: string[]) {
-  const client = await mqtt.connectAsync({
-    ...broker.clientOptions(),
-    clientId: `watch-${crypto.randomUUID().slice(0, 8)}`,
-    reconnectPeriod: 0,
-  });
-  const seen: { topic: string; payload: string }[] = [];
-  const waiters: (() => void)[] = [];
-  client.on("message", (topic, payload) => {
-    seen.push({ topic, payload: new TextDecoder().decode(payload) });
-    for (const wake of waiters.splice(0)) wake();
-  });
-  await client.subscribeAsync(topics, { qos: 1 });
-  return {
-    seen,
-    async waitFor(match: (m: { topic: string; payload: string }) => boolean) {
-      for (;;) {
-        const found = seen.find(match);
-        if (found) return found;
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-    },
-    publish: (topic: string, payload: string) =>
-      client.publishAsync(topic, payload, { qos: 1 }),
-    close: () => client.endAsync(true),
-  };
-}
+import {
+  connectCommand,
+  runCli,
+  spawnDaemon,
+  type Started,
+} from "./system_helpers.ts";
 
 /** Our config (no [mqtt] table: the broker comes from tedge.toml) and a tedge.toml. */
 async function writeConfig(
@@ -80,6 +51,40 @@ function tedgeToml(
     Object.entries(auth).map(([k, v]) => `${k} = "${v}"`).join("\n") + "\n";
 }
 
+/** The simulator, an echo target, a temp dir and an observer of the TLS broker; dispose stops the daemon too. */
+async function deviceRig(broker: TlsMosquitto, topics: string[]) {
+  const sim = await RemoteAccessSim.start();
+  const target = tcpServer(echo);
+  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-tls-" });
+  const observer = await Observer.connectWith(broker.clientOptions(), topics);
+  let agent: Started | undefined;
+  return {
+    sim,
+    target,
+    dir,
+    observer,
+    /** Starts `run` with `auth` as tedge.toml's `[mqtt.client.auth]` and waits for its health `up`. */
+    async startDaemon(
+      auth: Record<string, string>,
+    ): Promise<{ config: string; agent: Started }> {
+      const config = await writeConfig(dir, sim.url, tedgeToml(broker, auth));
+      agent = spawnDaemon(config);
+      await observer.waitFor((m) =>
+        m.topic === "te/device/main/service/c8y-tunnel/status/health" &&
+        JSON.parse(m.payload).status === "up"
+      );
+      return { config, agent };
+    },
+    async [Symbol.asyncDispose]() {
+      await agent?.stop("SIGKILL");
+      await observer.close();
+      await target.close();
+      await sim.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
 Deno.test({
   name:
     "run serves a 530 through a TLS broker with a password file (tedge.toml mqtt.client.auth.ca_file, username, password_file), never logging the password",
@@ -88,57 +93,30 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     await using broker = await startTlsMosquitto();
-    const sim = await RemoteAccessSim.start();
-    const target = tcpServer(echo);
-    const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-tls-" });
-    const observer = await watch(broker, ["c8y/s/us", "te/#"]);
-    const config = await writeConfig(
-      dir,
-      sim.url,
-      tedgeToml(broker, {
-        ca_file: broker.pki.caPath,
-        username: broker.username,
-        password_file: broker.passwordFile,
-      }),
+    await using rig = await deviceRig(broker, ["c8y/s/us", "te/#"]);
+    const { agent } = await rig.startDaemon({
+      ca_file: broker.pki.caPath,
+      username: broker.username,
+      password_file: broker.passwordFile,
+    });
+    const session = rig.sim.openSession();
+    await rig.observer.publish(
+      "c8y/s/ds",
+      `530,tls-device,127.0.0.1,${rig.target.port},${session.key}`,
     );
-    const agent = spawn(DENO, [
-      "run",
-      "--allow-all",
-      MAIN,
-      "run",
-      "--config",
-      config,
-    ]);
-    try {
-      const health = "te/device/main/service/c8y-tunnel/status/health";
-      await observer.waitFor((m) =>
-        m.topic === health && JSON.parse(m.payload).status === "up"
-      );
-      const session = sim.openSession();
-      await observer.publish(
-        "c8y/s/ds",
-        `530,tls-device,127.0.0.1,${target.port},${session.key}`,
-      );
-      await observer.waitFor((m) =>
-        m.topic === "c8y/s/us" && m.payload === "503,c8y_RemoteAccessConnect"
-      );
-      await session.connected;
-      session.close();
-      await session.closed;
-      const status = await agent.stop("SIGTERM");
-      assert.equal(status.code, 0, agent.output());
-      assert.match(agent.output(), /mqtts:\/\/127\.0\.0\.1:\d+/);
-      assert.ok(
-        !agent.output().includes(broker.password),
-        "the broker password appeared in the log",
-      );
-    } finally {
-      await agent.stop("SIGKILL");
-      await observer.close();
-      await target.close();
-      await sim.close();
-      await Deno.remove(dir, { recursive: true });
-    }
+    await rig.observer.waitFor((m) =>
+      m.topic === "c8y/s/us" && m.payload === "503,c8y_RemoteAccessConnect"
+    );
+    await session.connected;
+    session.close();
+    await session.closed;
+    const status = await agent.stop("SIGTERM");
+    assert.equal(status.code, 0, agent.output());
+    assert.match(agent.output(), /mqtts:\/\/127\.0\.0\.1:\d+/);
+    assert.ok(
+      !agent.output().includes(broker.password),
+      "the broker password appeared in the log",
+    );
   },
 });
 
@@ -150,66 +128,31 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     await using broker = await startTlsMosquitto({ requireCertificate: true });
-    const sim = await RemoteAccessSim.start();
-    const target = tcpServer(echo);
-    const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-tls-" });
-    const caDir = join(dir, "cas");
+    await using rig = await deviceRig(broker, ["te/#"]);
+    const caDir = join(rig.dir, "cas");
     await Deno.mkdir(caDir);
     await Deno.copyFile(broker.pki.caPath, join(caDir, "broker-ca.pem"));
     await Deno.writeTextFile(join(caDir, "README"), "not a certificate\n");
-    const observer = await watch(broker, ["te/#"]);
-    const config = await writeConfig(
-      dir,
-      sim.url,
-      tedgeToml(broker, {
-        ca_dir: caDir,
-        cert_file: broker.pki.client.certPath,
-        key_file: broker.pki.client.keyPath,
-        username: broker.username,
-        password_file: broker.passwordFile,
-      }),
+    const { config, agent } = await rig.startDaemon({
+      ca_dir: caDir,
+      cert_file: broker.pki.client.certPath,
+      key_file: broker.pki.client.keyPath,
+      username: broker.username,
+      password_file: broker.passwordFile,
+    });
+    const session = rig.sim.openSession();
+    const run = await runLikeMapper(
+      connectCommand(config),
+      `530,tls-device,127.0.0.1,${rig.target.port},${session.key}`,
+      { timeoutS: 60 },
     );
-    const agent = spawn(DENO, [
-      "run",
-      "--allow-all",
-      MAIN,
-      "run",
-      "--config",
-      config,
-    ]);
-    try {
-      await observer.waitFor((m) =>
-        m.topic === "te/device/main/service/c8y-tunnel/status/health" &&
-        JSON.parse(m.payload).status === "up"
-      );
-      const session = sim.openSession();
-      const run = await runLikeMapper(
-        quoteWords([
-          DENO,
-          "run",
-          "--allow-all",
-          MAIN,
-          "connect",
-          "--config",
-          config,
-        ]),
-        `530,tls-device,127.0.0.1,${target.port},${session.key}`,
-        { timeoutS: 60 },
-      );
-      assert.equal(run.code, 0, run.stderr);
-      assert.match(run.stdout, /handed to the c8y-tunnel daemon/);
-      await session.connected;
-      session.close();
-      await session.closed;
-      assert.ok(!run.stderr.includes(broker.password));
-      assert.ok(!agent.output().includes(broker.password));
-    } finally {
-      await agent.stop("SIGKILL");
-      await observer.close();
-      await target.close();
-      await sim.close();
-      await Deno.remove(dir, { recursive: true });
-    }
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /handed to the c8y-tunnel daemon/);
+    await session.connected;
+    session.close();
+    await session.closed;
+    assert.ok(!run.stderr.includes(broker.password));
+    assert.ok(!agent.output().includes(broker.password));
   },
 });
 
@@ -234,13 +177,8 @@ Deno.test({
         }),
       );
       const check = async () => {
-        const out = await new Deno.Command(DENO, {
-          args: ["run", "--allow-all", MAIN, "check", "--config", config],
-          stdout: "piped",
-          stderr: "piped",
-        }).output();
-        return new TextDecoder().decode(out.stdout) +
-          new TextDecoder().decode(out.stderr);
+        const out = await runCli(["check", "--config", config]);
+        return out.stdout + out.stderr;
       };
       const text = await check();
       assert.match(

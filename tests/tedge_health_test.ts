@@ -11,16 +11,13 @@ import { serviceRegistration } from "../lib/mqtt/link.ts";
 import { topicsFor } from "../lib/mqtt/topics.ts";
 import { Observer, testConfig } from "./harness.ts";
 import {
-  freePort,
   installed,
-  spawn,
+  spawnDaemon,
   type Started,
-  startMosquitto,
+  startTempMosquitto,
 } from "./system_helpers.ts";
 
 const HAVE_MOSQUITTO = installed("/usr/sbin/mosquitto");
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
 const BASE = `[c8y]
 url = "http://127.0.0.1:1"
 device_id = "health-device"
@@ -62,9 +59,8 @@ async function startDaemon(
 ): Promise<
   { port: number; agent: Started; observer: Observer } & AsyncDisposable
 > {
-  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-health-" });
-  const port = freePort();
-  const mosquitto = await startMosquitto(dir, port);
+  const mosquitto = await startTempMosquitto("c8y-tunnel-health-");
+  const { dir, port } = mosquitto;
   const observer = await Observer.connect(port, ["#"]);
   const tedge = join(dir, "tedge.toml");
   await Deno.writeTextFile(tedge, tedgeToml);
@@ -73,14 +69,7 @@ async function startDaemon(
     config,
     `[mqtt]\nhost = "127.0.0.1"\nport = ${port}\n${BASE}[tedge]\nconfig_path = "${tedge}"\n`,
   );
-  const agent = spawn(Deno.execPath(), [
-    "run",
-    "--allow-all",
-    MAIN,
-    "run",
-    "--config",
-    config,
-  ]);
+  const agent = spawnDaemon(config);
   return {
     port,
     agent,
@@ -88,8 +77,7 @@ async function startDaemon(
     async [Symbol.asyncDispose]() {
       await agent.stop("SIGKILL");
       await observer.close();
-      await mosquitto.stop();
-      await Deno.remove(dir, { recursive: true });
+      await mosquitto[Symbol.asyncDispose]();
     },
   };
 }

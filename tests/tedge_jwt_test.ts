@@ -6,76 +6,21 @@
  * a real mosquitto that answers instantly (or ignores the first requests).
  */
 import assert from "node:assert/strict";
-import mqtt from "mqtt";
+import type { Config } from "../lib/config/config.ts";
 import { MqttLink } from "../lib/mqtt/link.ts";
 import { MqttOnce } from "../lib/mqtt/once.ts";
 import { RemoteAccessSim } from "../lib/sim/cloud.ts";
 import { logger } from "../lib/util/log.ts";
-import { quoteWords } from "../lib/util/shell_words.ts";
 import { echo, rigToml, tcpServer, testConfig } from "./harness.ts";
+import { bridgeStandIn } from "./jwt_bridge.ts";
 import { runLikeMapper } from "./mapper_emulator.ts";
-import { freePort, installed, startMosquitto } from "./system_helpers.ts";
+import {
+  connectCommand,
+  installed,
+  startTempMosquitto,
+} from "./system_helpers.ts";
 
 const HAVE_MOSQUITTO = installed("/usr/sbin/mosquitto");
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-/** A token shaped like a JWT that expires in an hour. */
-function fakeJwt(): string {
-  const b64 = (value: unknown) =>
-    btoa(JSON.stringify(value)).replace(/=+$/, "").replace(/\+/g, "-")
-      .replace(/\//g, "_");
-  return `${b64({ alg: "none" })}.${
-    b64({ exp: Math.floor(Date.now() / 1000) + 3600 })
-  }.sig`;
-}
-
-/** The thin-edge bridge as the agent sees it: answers `71,<token>` on `<prefix>/s/dat` to each request on `<prefix>/s/uat`. */
-interface Bridge extends AsyncDisposable {
-  readonly token: string;
-  /** Requests seen so far. */
-  requests(): number;
-}
-
-async function bridgeStandIn(
-  port: number,
-  options: { prefix?: string; ignoreFirst?: number } = {},
-): Promise<Bridge> {
-  const prefix = options.prefix ?? "c8y";
-  const token = fakeJwt();
-  let seen = 0;
-  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
-    clientId: `bridge-${crypto.randomUUID().slice(0, 8)}`,
-    reconnectPeriod: 0,
-  });
-  client.on("message", (topic) => {
-    if (topic !== `${prefix}/s/uat`) return;
-    seen++;
-    if (seen <= (options.ignoreFirst ?? 0)) return;
-    client.publish(`${prefix}/s/dat`, `71,${token}`, { qos: 0 });
-  });
-  await client.subscribeAsync(`${prefix}/s/uat`, { qos: 0 });
-  return {
-    token,
-    requests: () => seen,
-    async [Symbol.asyncDispose]() {
-      await client.endAsync(true);
-    },
-  };
-}
-
-/** A mosquitto on a free port in a temp dir, stopped and removed on dispose. */
-async function mosquitto(): Promise<{ port: number } & AsyncDisposable> {
-  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-jwt-" });
-  const port = freePort();
-  const broker = await startMosquitto(dir, port);
-  return {
-    port,
-    async [Symbol.asyncDispose]() {
-      await broker.stop();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
 
 function jwtConfig(port: number, simUrl: string, jwtTimeout = 3) {
   return rigToml(port, simUrl).replace(
@@ -84,21 +29,26 @@ function jwtConfig(port: number, simUrl: string, jwtTimeout = 3) {
   );
 }
 
+/** An MqttLink that only asks for JWTs (no health, no operations). */
+function jwtLink(config: Config): MqttLink {
+  return MqttLink.connect({
+    config,
+    log: logger("mqtt"),
+    onMessage: () => {},
+    health: false,
+    operations: false,
+  });
+}
+
 Deno.test({
   name:
     "MqttLink.requestJwt() right after connecting is answered by a bridge that answers at once",
   ignore: !HAVE_MOSQUITTO,
   async fn() {
-    await using broker = await mosquitto();
+    await using broker = await startTempMosquitto("c8y-tunnel-jwt-");
     await using bridge = await bridgeStandIn(broker.port);
     const config = testConfig(jwtConfig(broker.port, "http://127.0.0.1:1"));
-    await using link = MqttLink.connect({
-      config,
-      log: logger("mqtt"),
-      onMessage: () => {},
-      health: false,
-      operations: false,
-    });
+    await using link = jwtLink(config);
     // Asked before the link has even connected: the request must wait for
     // the subscription to <prefix>/s/dat.
     const token = await link.requestJwt(AbortSignal.timeout(10_000));
@@ -112,16 +62,10 @@ Deno.test({
     "MqttLink.requestJwt() asks again within c8y.jwt_timeout when the first request is not answered",
   ignore: !HAVE_MOSQUITTO,
   async fn() {
-    await using broker = await mosquitto();
+    await using broker = await startTempMosquitto("c8y-tunnel-jwt-");
     await using bridge = await bridgeStandIn(broker.port, { ignoreFirst: 1 });
     const config = testConfig(jwtConfig(broker.port, "http://127.0.0.1:1", 3));
-    await using link = MqttLink.connect({
-      config,
-      log: logger("mqtt"),
-      onMessage: () => {},
-      health: false,
-      operations: false,
-    });
+    await using link = jwtLink(config);
     await link.ready;
     const token = await link.requestJwt(AbortSignal.timeout(10_000));
     assert.equal(token, bridge.token);
@@ -134,7 +78,7 @@ Deno.test({
     "MqttOnce.jwt() asks again within its time when the first request is not answered",
   ignore: !HAVE_MOSQUITTO,
   async fn() {
-    await using broker = await mosquitto();
+    await using broker = await startTempMosquitto("c8y-tunnel-jwt-");
     await using bridge = await bridgeStandIn(broker.port, { ignoreFirst: 2 });
     const config = testConfig(jwtConfig(broker.port, "http://127.0.0.1:1"));
     await using once = await MqttOnce.connect(config, {
@@ -154,7 +98,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    await using broker = await mosquitto();
+    await using broker = await startTempMosquitto("c8y-tunnel-jwt-");
     await using bridge = await bridgeStandIn(broker.port);
     const sim = await RemoteAccessSim.start();
     const target = tcpServer(echo);
@@ -170,15 +114,7 @@ Deno.test({
       );
       const session = sim.openSession();
       const run = await runLikeMapper(
-        quoteWords([
-          Deno.execPath(),
-          "run",
-          "--allow-all",
-          MAIN,
-          "connect",
-          "--config",
-          configPath,
-        ]),
+        connectCommand(configPath),
         `530,test-device,127.0.0.1,${target.port},${session.key}`,
         { timeoutS: 60 },
       );

@@ -11,12 +11,9 @@ import {
   killSession,
   runLikeMapper,
 } from "./mapper_emulator.ts";
-import { quoteWords } from "../lib/util/shell_words.ts";
 import { oneLine } from "../lib/commands/connect.ts";
 import { echo, type Rig, rigToml, startRig, tcpServer } from "./harness.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const DENO = Deno.execPath();
+import { connectCommand, freePort } from "./system_helpers.ts";
 
 Deno.test("failureReason() is the last stderr line, plus all of stderr when there are more", () => {
   assert.equal(failureReason(""), "");
@@ -79,19 +76,6 @@ async function spacedConfig(
   };
 }
 
-/** The operation file's command for a checkout: `deno run -A main.ts connect --config <path>`, quoted. */
-function commandFor(configPath: string): string {
-  return quoteWords([
-    DENO,
-    "run",
-    "--allow-all",
-    MAIN,
-    "connect",
-    "--config",
-    configPath,
-  ]);
-}
-
 Deno.test({
   name:
     "connect run like the mapper, from a quoted config path with a space, reports 503 with a short stdout once both legs are up",
@@ -105,7 +89,7 @@ Deno.test({
     const session = rig.sim.openSession();
     rig.defer(async () => await session[Symbol.asyncDispose]());
     const run = await runLikeMapper(
-      commandFor(cfg.path),
+      connectCommand(cfg.path),
       `530,test-device,127.0.0.1,${target.port},${session.key}`,
       { timeoutS: 60 },
     );
@@ -126,16 +110,14 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     await using rig = await startRig();
-    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (closed.addr as Deno.NetAddr).port;
-    closed.close();
+    const port = freePort(); // nothing listens there
     for (const level of ["debug", "info", "warn", "error"]) {
       await using cfg = await spacedConfig(rig, {
         log: `level = "${level}"`,
       });
       const session = rig.sim.openSession();
       const run = await runLikeMapper(
-        commandFor(cfg.path),
+        connectCommand(cfg.path),
         `530,test-device,127.0.0.1,${port},${session.key}`,
         { timeoutS: 60 },
       );
@@ -162,9 +144,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     await using rig = await startRig();
-    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (closed.addr as Deno.NetAddr).port;
-    closed.close();
+    const port = freePort(); // nothing listens there
     await using cfg = await spacedConfig(rig, {
       log: 'level = "debug"\nfile = "@LOG@"',
     });
@@ -175,7 +155,7 @@ Deno.test({
     );
     const session = rig.sim.openSession();
     const run = await runLikeMapper(
-      commandFor(cfg.path),
+      connectCommand(cfg.path),
       `530,test-device,127.0.0.1,${port},${session.key}`,
       { timeoutS: 60 },
     );
@@ -187,7 +167,7 @@ Deno.test({
 
     // A config error: one line naming the file and key.
     await Deno.writeTextFile(cfg.path, '[tunnel]\nallow = "nope"\n');
-    const bad = await runLikeMapper(commandFor(cfg.path), "530,d,h,22,k");
+    const bad = await runLikeMapper(connectCommand(cfg.path), "530,d,h,22,k");
     assert.equal(bad.code, 1);
     assert.equal(bad.stderr.split("\n").length, 2, bad.stderr);
     assert.match(bad.reason ?? "", /tunnel\.allow/);

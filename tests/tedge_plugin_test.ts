@@ -21,29 +21,7 @@ import { HandoffServer } from "../lib/handoff/server.ts";
 import { topicsFor } from "../lib/mqtt/topics.ts";
 import { logger } from "../lib/util/log.ts";
 import { echo, rigToml, startRig, tcpServer, testConfig } from "./harness.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const DENO = Deno.execPath();
-
-/** Runs the CLI as its own process. */
-async function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(DENO, {
-    args: ["run", "--allow-all", MAIN, ...args],
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: decoder.decode(out.stdout),
-    stderr: decoder.decode(out.stderr),
-  };
-}
+import { runCli } from "./system_helpers.ts";
 
 /** A thin-edge config dir with tedge.toml and our config (in a directory whose name has a space). */
 async function device(
@@ -90,7 +68,7 @@ Deno.test("childIdProblem() refuses what cannot be a directory or an MQTT topic 
 Deno.test("init --child writes the capability file under operations/c8y/<id>/ without [exec]; check lists the child; cleanup --child removes it", async () => {
   await using dev = await device();
   const config = configOf(dev.tedgeToml);
-  const init = await cli([
+  const init = await runCli([
     "init",
     "--config",
     dev.configPath,
@@ -111,16 +89,22 @@ Deno.test("init --child writes the capability file under operations/c8y/<id>/ wi
   assert.equal((await inspectOperationFile(config)).kind, "none");
   assert.deepEqual(await declaredChildren(config), ["child-1"]);
 
-  const check = await cli(["check", "--config", dev.configPath]);
+  const check = await runCli(["check", "--config", dev.configPath]);
   assert.match(
     check.stdout,
     /child devices: remote access declared for child-1; the c8y-tunnel daemon serves them \(its state is unknown/,
   );
 
-  const bad = await cli(["init", "--config", dev.configPath, "--child", "a/b"]);
+  const bad = await runCli([
+    "init",
+    "--config",
+    dev.configPath,
+    "--child",
+    "a/b",
+  ]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /child "a\/b".*contains "\/"/);
-  const both = await cli([
+  const both = await runCli([
     "init",
     "--daemon",
     "--child",
@@ -130,7 +114,7 @@ Deno.test("init --child writes the capability file under operations/c8y/<id>/ wi
   ]);
   assert.equal(both.code, 2);
 
-  const cleanup = await cli([
+  const cleanup = await runCli([
     "cleanup",
     "--config",
     dev.configPath,
@@ -181,7 +165,7 @@ Deno.test("init over thin-edge's plugin file says what it replaces and in which 
   const state = await inspectOperationFile(config);
   assert.ok(state.kind === "foreign" && state.thinEdgePlugin);
 
-  const init = await cli(["init", "--config", dev.configPath]);
+  const init = await runCli(["init", "--config", dev.configPath]);
   assert.equal(init.code, 0, init.stderr);
   assert.match(
     init.stderr,
@@ -196,7 +180,7 @@ Deno.test("init over thin-edge's plugin file says what it replaces and in which 
   );
   const other = await inspectOperationFile(config);
   assert.ok(other.kind === "foreign" && !other.thinEdgePlugin);
-  const check = await cli(["check", "--config", dev.configPath]);
+  const check = await runCli(["check", "--config", dev.configPath]);
   assert.match(
     check.stdout,
     /FAIL operation file: .* runs "\/opt\/other\/ra-agent", not c8y-tunnel/,
@@ -208,7 +192,7 @@ Deno.test("init with a cloud profile writes plugin mode for every connection: to
     '[c8y.profiles.second]\nurl = "127.0.0.1:1"\nbridge.topic_prefix = "c8y-second"\n',
     "[tunnel]\nconnect_timeout = 8\n",
   );
-  const init = await cli(["init", "--config", dev.configPath], {
+  const init = await runCli(["init", "--config", dev.configPath], {
     TEDGE_CLOUD_PROFILE: "second",
   });
   assert.equal(init.code, 0, init.stderr);

@@ -9,55 +9,17 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import mqtt from "mqtt";
 import { RemoteAccessSim } from "../lib/sim/cloud.ts";
-import { quoteWords } from "../lib/util/shell_words.ts";
 import { echo, Observer, tcpServer } from "./harness.ts";
 import { killSession, runLikeMapper } from "./mapper_emulator.ts";
-import { HAVE_TLS_TOOLS, makeTestPki } from "./mosquitto_tls.ts";
-import { freePort, startMosquitto } from "./system_helpers.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const DENO = Deno.execPath();
-
-/** Answers `71,<token>` on `<prefix>/s/dat` to each request on `<prefix>/s/uat`. */
-async function bridge(port: number, prefix: string) {
-  const token = `token-of-${prefix}`;
-  let requests = 0;
-  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
-    clientId: `bridge-${prefix}-${crypto.randomUUID().slice(0, 6)}`,
-    reconnectPeriod: 0,
-  });
-  client.on("message", () => {
-    requests++;
-    client.publish(`${prefix}/s/dat`, `71,${token}`);
-  });
-  await client.subscribeAsync(`${prefix}/s/uat`);
-  return {
-    token,
-    requests: () => requests,
-    close: () => client.endAsync(true),
-  };
-}
-
-/** `c8y-tunnel run` as its own process, with `env` added. */
-function daemon(config: string, env: Record<string, string>) {
-  const child = new Deno.Command(DENO, {
-    args: ["run", "--allow-all", MAIN, "run", "--config", config],
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  return {
-    async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-      await child.status;
-    },
-  };
-}
+import { HAVE_TLS_TOOLS } from "./mosquitto_tls.ts";
+import { makeTestPki } from "./test_pki.ts";
+import { bridgeStandIn } from "./jwt_bridge.ts";
+import {
+  connectCommand,
+  spawnDaemon,
+  startTempMosquitto,
+} from "./system_helpers.ts";
 
 Deno.test({
   name:
@@ -67,16 +29,21 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     await using pki = await makeTestPki();
-    const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-profile-" });
-    const port = freePort();
-    const mosquitto = await startMosquitto(dir, port);
+    await using mosquitto = await startTempMosquitto("c8y-tunnel-profile-");
+    const { dir, port } = mosquitto;
     const sim = await RemoteAccessSim.start({
       cert: pki.server.cert,
       key: pki.server.key,
     });
     const target = tcpServer(echo);
-    const mainBridge = await bridge(port, "c8y");
-    const secondBridge = await bridge(port, "c8y-second");
+    const mainBridge = await bridgeStandIn(port, {
+      prefix: "c8y",
+      token: "token-of-c8y",
+    });
+    const secondBridge = await bridgeStandIn(port, {
+      prefix: "c8y-second",
+      token: "token-of-c8y-second",
+    });
     const observer = await Observer.connect(port, ["te/#"]);
     const stops: (() => Promise<unknown>)[] = [];
     try {
@@ -105,15 +72,7 @@ Deno.test({
         `[tunnel]\nallow = ["127.0.0.1:${target.port}"]\n` +
           `[tedge]\nconfig_path = "${join(tedge, "tedge.toml")}"\n`,
       );
-      const command = quoteWords([
-        DENO,
-        "run",
-        "--allow-all",
-        MAIN,
-        "connect",
-        "--config",
-        config,
-      ]);
+      const command = connectCommand(config);
       const connect = async () => {
         const session = sim.openSession();
         const run = await runLikeMapper(
@@ -141,7 +100,7 @@ Deno.test({
       assert.equal(mainBridge.requests(), 0);
 
       // The default connection's daemon is not this profile's: no handoff.
-      const mainDaemon = daemon(config, {});
+      const mainDaemon = spawnDaemon(config, {});
       stops.push(() => mainDaemon.stop());
       await observer.waitFor((m) =>
         m.topic === "te/device/main/service/c8y-tunnel/status/health" &&
@@ -151,7 +110,9 @@ Deno.test({
       assert.match(notHanded.run.stdout, /in process \d+/);
 
       // Profile second's daemon (c8y-tunnel@second) takes it.
-      const secondDaemon = daemon(config, { TEDGE_CLOUD_PROFILE: "second" });
+      const secondDaemon = spawnDaemon(config, {
+        TEDGE_CLOUD_PROFILE: "second",
+      });
       stops.push(() => secondDaemon.stop());
       await observer.waitFor((m) =>
         m.topic ===
@@ -172,8 +133,6 @@ Deno.test({
       await secondBridge.close();
       await target.close();
       await sim.close();
-      await mosquitto.stop();
-      await Deno.remove(dir, { recursive: true });
     }
   },
 });

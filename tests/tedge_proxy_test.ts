@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { dialThroughProxy } from "../lib/cloud/http_connect.ts";
 import { errorReason } from "../lib/cloud/leg.ts";
+import { readHttpHead } from "./harness.ts";
 
 /** A proxy on loopback that answers every CONNECT with `status`. */
 function refusingProxy(
@@ -14,13 +15,7 @@ function refusingProxy(
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const served = (async () => {
     for await (const conn of listener) {
-      const buffer = new Uint8Array(4096);
-      let head = "";
-      while (!head.includes("\r\n\r\n")) {
-        const n = await conn.read(buffer);
-        if (n === null) break;
-        head += new TextDecoder().decode(buffer.subarray(0, n));
-      }
+      await readHttpHead(conn);
       await conn.write(
         new TextEncoder().encode(
           `HTTP/1.1 ${status} Unauthorized\r\nContent-Length: 0\r\n\r\n`,
