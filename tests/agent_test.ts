@@ -23,10 +23,10 @@ import {
 const EXECUTING = "501,c8y_RemoteAccessConnect";
 const SUCCESSFUL = "503,c8y_RemoteAccessConnect";
 
-/** Starts an agent on the rig and registers its shutdown. */
+/** Starts an agent on the rig (by default with the rig's plain config) and registers its shutdown. */
 async function startAgent(
   rig: Rig,
-  config: Config,
+  config: Config = testConfig(rigToml(rig.broker.port, rig.sim.url)),
   deps: AgentDeps = {},
 ): Promise<Agent> {
   const agent = new Agent(config, deps);
@@ -80,10 +80,7 @@ Deno.test("Agent dispatches sessionended with the summary once it has forgotten 
   await using rig = await startRig();
   const target = tcpServer(echo);
   rig.defer(() => target.close());
-  const agent = await startAgent(
-    rig,
-    testConfig(rigToml(rig.broker.port, rig.sim.url)),
-  );
+  const agent = await startAgent(rig);
   const ended = new Promise<SessionEndedEvent>((resolve) =>
     agent.addEventListener(
       SESSION_ENDED,
@@ -345,10 +342,7 @@ Deno.test("Agent returns to its baseline of open file descriptors after 200 sess
   await using rig = await startRig();
   const target = tcpServer(echo);
   rig.defer(() => target.close());
-  const agent = await startAgent(
-    rig,
-    testConfig(rigToml(rig.broker.port, rig.sim.url)),
-  );
+  const agent = await startAgent(rig);
   const warmUp = async (i: number) => {
     const session = rig.sim.openSession();
     await rig.request530(session.key, "127.0.0.1", target.port);

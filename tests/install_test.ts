@@ -30,6 +30,7 @@ import {
   v8FlagsArg,
 } from "../scripts/compile.ts";
 import { echo, readBytes, rigToml, startRig, tcpServer } from "./harness.ts";
+import { type Ran, runCommand } from "./system_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const path = (relative: string) => new URL(relative, ROOT).pathname;
@@ -39,30 +40,12 @@ const UNIT = path("install/c8y-tunnel.service");
 const TEMPLATE = path("install/config.toml");
 const decoder = new TextDecoder();
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-async function run(
+function run(
   cmd: string,
   args: string[],
   env: Record<string, string> = {},
-): Promise<Run> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    env,
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: decoder.decode(out.stdout),
-    stderr: decoder.decode(out.stderr),
-  };
+): Promise<Ran> {
+  return runCommand(cmd, args, { env, cwd: ROOT });
 }
 
 function which(command: string): string | null {

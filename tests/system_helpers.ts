@@ -154,15 +154,16 @@ export interface Ran {
   readonly stderr: string;
 }
 
-/** Runs `command args` (stdin closed, `env` added) to its end and collects its output. */
+/** Runs `command args` (stdin closed, `env` added, in `cwd`) to its end and collects its output. */
 export async function runCommand(
   command: string,
   args: string[],
-  env: Record<string, string> = {},
+  options: { env?: Record<string, string>; cwd?: string | URL } = {},
 ): Promise<Ran> {
   const out = await new Deno.Command(command, {
     args,
-    env,
+    env: options.env ?? {},
+    ...(options.cwd ? { cwd: options.cwd } : {}),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -181,7 +182,7 @@ export function runCli(
   env: Record<string, string> = {},
 ): Promise<Ran> {
   const [deno, ...words] = cliWords(...args);
-  return runCommand(deno, words, env);
+  return runCommand(deno, words, { env });
 }
 
 /** Starts the daemon, `c8y-tunnel run --config <path>`, as its own process with `env` added. */

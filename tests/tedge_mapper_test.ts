@@ -76,6 +76,20 @@ async function spacedConfig(
   };
 }
 
+/** Runs `connect` like the mapper for a 530 to 127.0.0.1:port, with a simulator session of its own that it closes afterwards. */
+async function connectLikeMapper(rig: Rig, configPath: string, port: number) {
+  const session = rig.sim.openSession();
+  try {
+    return await runLikeMapper(
+      connectCommand(configPath),
+      `530,test-device,127.0.0.1,${port},${session.key}`,
+      { timeoutS: 60 },
+    );
+  } finally {
+    await session[Symbol.asyncDispose]();
+  }
+}
+
 Deno.test({
   name:
     "connect run like the mapper, from a quoted config path with a space, reports 503 with a short stdout once both legs are up",
@@ -115,13 +129,7 @@ Deno.test({
       await using cfg = await spacedConfig(rig, {
         log: `level = "${level}"`,
       });
-      const session = rig.sim.openSession();
-      const run = await runLikeMapper(
-        connectCommand(cfg.path),
-        `530,test-device,127.0.0.1,${port},${session.key}`,
-        { timeoutS: 60 },
-      );
-      await session[Symbol.asyncDispose]();
+      const run = await connectLikeMapper(rig, cfg.path, port);
       killSession(run.stdout);
       assert.equal(run.code, 1, `${level}: ${run.stdout}`);
       assert.equal(
@@ -153,13 +161,7 @@ Deno.test({
       cfg.path,
       (await Deno.readTextFile(cfg.path)).replace("@LOG@", logFile),
     );
-    const session = rig.sim.openSession();
-    const run = await runLikeMapper(
-      connectCommand(cfg.path),
-      `530,test-device,127.0.0.1,${port},${session.key}`,
-      { timeoutS: 60 },
-    );
-    await session[Symbol.asyncDispose]();
+    const run = await connectLikeMapper(rig, cfg.path, port);
     assert.equal(run.stderr.split("\n").length, 2, run.stderr);
     const log = await Deno.readTextFile(logFile);
     assert.match(log, /\[DBG\].*serving the request itself/);
