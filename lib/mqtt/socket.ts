@@ -47,24 +47,32 @@ function withCode(error: unknown): Error {
 }
 
 /**
- * A Duplex over a connection that `open()` makes: writes go to the
- * connection in order, reads come from one fixed buffer through the size
- * filter, with backpressure (no read while the client has not taken the
- * last chunk). The stream exists at once; writes wait for the connection.
+ * A Duplex over a connection that `open()` makes, which ends as a
+ * `net.Socket` does: writes go to the connection in order (the filter's
+ * PUBACKs in the same queue, so no write cuts into another), reads come
+ * from one fixed buffer through the size filter, with backpressure (no read
+ * while the client has not taken the last chunk). The broker's EOF ends the
+ * stream and `destroy()` closes the connection, even one still opening or a
+ * reader held by backpressure; either way "close" comes exactly once. The
+ * stream exists at once; writes wait for the connection.
  */
 export function brokerStream(
   options: BrokerStreamOptions,
 ): Duplex & { setNoDelay(on: boolean): void } {
-  let conn: Deno.Conn | undefined;
   let closed = false;
   let wanted = Promise.withResolvers<void>();
   wanted.resolve();
   const opening = options.open();
   opening.catch(() => {});
+  /** The writes so far, in order; each next one starts when the last ended. */
+  let writing: Promise<unknown> = Promise.resolve();
+  const send = (data: Uint8Array): Promise<void> => {
+    const sent = writing.then(() => opening).then((c) => writeAll(c, data));
+    writing = sent.catch(() => {});
+    return sent;
+  };
   const filter = new PublishSizeFilter(options.maxPayloadBytes, (message) => {
-    if (message.qos === 1 && conn) {
-      writeAll(conn, pubAck(message.packetId)).catch(() => {});
-    }
+    if (message.qos === 1) send(pubAck(message.packetId)).catch(() => {});
     options.onOversized(message);
   });
   const stream = new Duplex({
@@ -74,10 +82,7 @@ export function brokerStream(
       wanted.resolve();
     },
     write(chunk: Uint8Array, _encoding, callback) {
-      opening.then((c) => writeAll(c, chunk)).then(
-        () => callback(),
-        (error) => callback(withCode(error)),
-      );
+      send(chunk).then(() => callback(), (error) => callback(withCode(error)));
     },
     // MQTT.js writes a packet in many small pieces inside cork()/uncork():
     // they go out as one write (one TCP segment), as net.Socket sends them.
@@ -89,19 +94,17 @@ export function brokerStream(
         data.set(chunk, at);
         at += chunk.length;
       }
-      opening.then((c) => writeAll(c, data)).then(
-        () => callback(),
-        (error) => callback(withCode(error)),
-      );
+      send(data).then(() => callback(), (error) => callback(withCode(error)));
     },
     final(callback) {
-      opening.then((c) => c.closeWrite()).then(
+      writing.then(() => opening).then((c) => c.closeWrite()).then(
         () => callback(),
         () => callback(),
       );
     },
     destroy(error, callback) {
       closed = true;
+      // Wakes a reader held by backpressure: it sees `closed` and stops.
       wanted.resolve();
       opening.then((c) => {
         try {
@@ -114,12 +117,15 @@ export function brokerStream(
     },
   });
   const reading = async () => {
+    let conn: Deno.Conn;
     try {
       conn = await opening;
     } catch (error) {
       stream.destroy(withCode(error));
       return;
     }
+    // Destroyed while opening: destroy() closes the connection, say nothing.
+    if (closed) return;
     stream.emit("connect");
     const buffer = new Uint8Array(READ_BYTES);
     try {
@@ -127,6 +133,7 @@ export function brokerStream(
         await wanted.promise;
         if (closed) return;
         const n = await conn.read(buffer);
+        if (closed) return;
         if (n === null) {
           stream.push(null);
           return;
