@@ -99,3 +99,31 @@ Deno.test("MqttOnce reads the retained health, skips noise before the JWT answer
     await bridge.close();
   }
 });
+
+Deno.test("MqttOnce skips messages over mqtt.max_payload on the socket and reads on past them", async () => {
+  await using broker = await startBroker();
+  const config = testConfig(
+    rigToml(broker.port, "http://127.0.0.1:1").replace(
+      "[mqtt]",
+      "[mqtt]\nmax_payload = 16384",
+    ),
+  );
+  assert.equal(config.mqtt.maxPayloadBytes, 16384);
+  const sender = await Observer.connect(broker.port, ["sender/#"]);
+  try {
+    await using once = await MqttOnce.connect(config, {
+      purpose: "test",
+      timeoutMs: 2000,
+    });
+    await once.subscribe(["test/+"]);
+    // QoS 1: the guard acknowledges the skipped one, the broker moves on.
+    await sender.client.publishAsync("test/a", "x".repeat(64 * 1024), {
+      qos: 1,
+    });
+    await sender.client.publishAsync("test/a", "small", { qos: 1 });
+    assert.equal(await once.next("test/a", 2000), "small");
+    await once.publish("test/b", "still connected");
+  } finally {
+    await sender.close();
+  }
+});

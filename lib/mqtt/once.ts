@@ -10,7 +10,7 @@
  */
 import type mqtt from "mqtt";
 import type { Config } from "../config/config.ts";
-import { deadline, settlesWithin } from "../util/deadline.ts";
+import { deadline } from "../util/deadline.ts";
 import { brokerOptions } from "./broker.ts";
 import { parseJwtAnswer } from "./jwt.ts";
 import { connectMqtt, noDelay } from "./link.ts";
@@ -86,10 +86,12 @@ export class MqttOnce implements AsyncDisposable {
       clean: true,
       connectTimeout: options.timeoutMs,
       reconnectPeriod: 0,
-      // No size guard here (size_guard.ts): through it, `connect` and `check`
-      // intermittently hung on exit for up to the broker's keepalive (90 s),
-      // past tedge-mapper-c8y's timeout (tests/tedge_mapper_test.ts). The
-      // queues below are bounded, and this client lives for seconds.
+      // Messages over mqtt.max_payload are skipped on the socket, before
+      // MQTT.js buffers them (size_guard.ts); a one-shot exchange needs none.
+      guard: {
+        maxPayloadBytes: config.mqtt.maxPayloadBytes,
+        onOversized: () => {},
+      },
     });
     const connected = new Promise<void>((resolve, reject) => {
       client.once("connect", () => resolve());
@@ -179,10 +181,9 @@ export class MqttOnce implements AsyncDisposable {
   /** Disconnects at once; idempotent, never rejects. */
   async close(): Promise<void> {
     for (const wake of this.#waiters.values()) wake();
-    // Bounded: through the size guard's stream, MQTT.js sometimes misses the
-    // close it waits for, which held `connect` for 90 s (the broker's
-    // keepalive) before the mapper's timeout; the socket is destroyed either way.
-    await settlesWithin(this.#client.endAsync(true).catch(() => {}), 1000);
+    // Forced: the socket is closed at once, nothing waits on the broker
+    // (tests/mqtt_socket_test.ts), so this needs no time bound of its own.
+    await this.#client.endAsync(true).catch(() => {});
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
