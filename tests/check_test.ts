@@ -14,7 +14,13 @@ import {
   operationFilePath,
   writeOperationFile,
 } from "../lib/commands/operation_file.ts";
-import { type Rig, rigToml, startRig, testConfig } from "./harness.ts";
+import {
+  muteBroker,
+  type Rig,
+  rigToml,
+  startRig,
+  testConfig,
+} from "./harness.ts";
 import { HAVE_TLS_TOOLS } from "./mosquitto_tls.ts";
 import { MAIN, runCli } from "./system_helpers.ts";
 import { makeTestPki } from "./test_pki.ts";
@@ -141,6 +147,23 @@ Deno.test("runCheck() fails broker, JWT and the daemon-mode file when the broker
     /^FAIL operation file: daemon mode .*daemon state unknown/,
   );
   assert.match(line(report, "cloud"), /^OK /);
+});
+
+Deno.test("runCheck() fails broker and JWT, never hangs, when the broker takes the connection but not the subscription", async () => {
+  await using rig = await startRig();
+  await using mute = muteBroker();
+  await using s = await setup(
+    jwtToml(rig).replace(`port = ${rig.broker.port}`, `port = ${mute.port}`),
+  );
+  const report = await runCheck({ path: s.configPath, probeTimeoutMs: 500 });
+  assert.ok(!report.ok);
+  assert.match(
+    line(report, "broker"),
+    new RegExp(
+      `^FAIL broker: 127\\.0\\.0\\.1:${mute.port} accepted the connection but not the subscription: the broker did not acknowledge .* within 0\\.5 s \\(hint: `,
+    ),
+  );
+  assert.match(line(report, "JWT"), /^FAIL JWT: cannot ask for one/);
 });
 
 Deno.test("runCheck() fails JWT when the bridge does not answer within c8y.jwt_timeout", async () => {

@@ -332,3 +332,33 @@ export async function startRig(
     },
   };
 }
+
+/**
+ * A broker that accepts one client, answers its CONNECT with a CONNACK and
+ * then acknowledges nothing (a SUBACK or PUBACK that never comes).
+ */
+export function muteBroker(): { readonly port: number } & AsyncDisposable {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    const buffer = new Uint8Array(4096);
+    try {
+      await conn.read(buffer); // CONNECT
+      await conn.write(new Uint8Array([0x20, 0x02, 0x00, 0x00])); // CONNACK
+      while ((await conn.read(buffer)) !== null) {
+        // SUBSCRIBE, PUBLISH, …: never answered
+      }
+    } catch {
+      // the client reset the connection
+    } finally {
+      conn.close();
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await served.catch(() => {});
+    },
+  };
+}

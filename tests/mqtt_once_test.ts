@@ -8,7 +8,7 @@ import { MqttOnce, parseHealth } from "../lib/mqtt/once.ts";
 import { topicsFor } from "../lib/mqtt/topics.ts";
 import { parseJwtAnswer } from "../lib/mqtt/jwt.ts";
 import { startBroker } from "../lib/sim/broker.ts";
-import { Observer, rigToml, testConfig } from "./harness.ts";
+import { muteBroker, Observer, rigToml, testConfig } from "./harness.ts";
 
 Deno.test("topicsFor() names every topic from the config, the status topic per device", () => {
   const config = testConfig(
@@ -125,5 +125,24 @@ Deno.test("MqttOnce skips messages over mqtt.max_payload on the socket and reads
     await once.publish("test/b", "still connected");
   } finally {
     await sender.close();
+  }
+});
+
+Deno.test("MqttOnce's subscribe and publish give up naming what the broker left unacknowledged", async () => {
+  await using mute = muteBroker();
+  const config = testConfig(rigToml(mute.port, "http://127.0.0.1:1"));
+  {
+    await using once = await MqttOnce.connect(config, {
+      purpose: "test",
+      timeoutMs: 300,
+    });
+    await assert.rejects(
+      once.subscribe(["test/a", "test/b"]),
+      /did not acknowledge the subscription to test\/a, test\/b within 0\.3 s/,
+    );
+    await assert.rejects(
+      once.publish("test/c", "x"),
+      /did not acknowledge a message on test\/c within 0\.3 s/,
+    );
   }
 });

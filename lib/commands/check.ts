@@ -172,28 +172,43 @@ async function probeBroker(
       `cannot connect to ${broker}: ${text}`,
       brokerHint(text),
     );
-    const auth = config.c8y.auth === "jwt"
-      ? failLine(
-        "JWT",
-        "cannot ask for one: the broker is not reachable",
-        "fix the broker first",
-      )
-      : credentialsLine(config);
-    return { line, auth, daemon: undefined };
+    return { line, auth: authWithoutBroker(config), daemon: undefined };
   }
   await using _ = client;
   const { topics } = client;
-  await client.subscribe(
-    config.c8y.auth === "jwt"
-      ? [topics.health, topics.jwtResponse]
-      : [topics.health],
-  );
+  try {
+    await client.subscribe(
+      config.c8y.auth === "jwt"
+        ? [topics.health, topics.jwtResponse]
+        : [topics.health],
+    );
+  } catch (error) {
+    const line = failLine(
+      "broker",
+      `${broker} accepted the connection but not the subscription: ${
+        message(error)
+      }`,
+      "is the broker overloaded, or does its ACL deny this client those topics?",
+    );
+    return { line, auth: authWithoutBroker(config), daemon: undefined };
+  }
   const line = okLine("broker", `${broker} accepted the connection`);
   const auth = config.c8y.auth === "jwt"
     ? await probeJwt(config, client, probeMs)
     : credentialsLine(config);
   const daemon = await client.health(500);
   return { line, auth, daemon };
+}
+
+/** The JWT (or credentials) line when the broker cannot be asked. */
+function authWithoutBroker(config: Config): CheckLine {
+  return config.c8y.auth === "jwt"
+    ? failLine(
+      "JWT",
+      "cannot ask for one: the broker is not reachable",
+      "fix the broker first",
+    )
+    : credentialsLine(config);
 }
 
 async function probeJwt(

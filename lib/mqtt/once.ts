@@ -55,10 +55,17 @@ export class MqttOnce implements AsyncDisposable {
   readonly #client: mqtt.MqttClient;
   readonly #queues = new Map<string, string[]>();
   readonly #waiters = new Map<string, () => void>();
+  /** How long the broker may take to acknowledge (the connect timeout). */
+  readonly #ackMs: number;
 
-  private constructor(client: mqtt.MqttClient, topics: Topics) {
+  private constructor(
+    client: mqtt.MqttClient,
+    topics: Topics,
+    ackMs: number,
+  ) {
     this.#client = client;
     this.topics = topics;
+    this.#ackMs = ackMs;
     const decoder = new TextDecoder();
     client.on("message", (topic, payload) => {
       const queue = this.#queues.get(topic) ?? [];
@@ -111,12 +118,24 @@ export class MqttOnce implements AsyncDisposable {
     }
     client.on("error", () => {});
     noDelay(client);
-    return new MqttOnce(client, topicsFor(config));
+    return new MqttOnce(client, topicsFor(config), options.timeoutMs);
   }
 
-  /** Subscribes to `filters` (QoS 1); retained messages then arrive at once. */
+  /**
+   * Subscribes to `filters` (QoS 1); retained messages then arrive at once.
+   * Bounded like connecting: a SUBACK that never comes would otherwise hold
+   * the caller until MQTT.js's keepalive gives up (minutes, past the
+   * mapper's timeout for `connect`).
+   * @throws {Error} naming the filters when no SUBACK comes in time.
+   */
   async subscribe(filters: readonly string[]): Promise<void> {
-    await this.#client.subscribeAsync([...filters], { qos: 1 });
+    await deadline(
+      this.#client.subscribeAsync([...filters], { qos: 1 }),
+      this.#ackMs,
+      `the broker did not acknowledge the subscription to ${
+        filters.join(", ")
+      } within ${this.#ackMs / 1000} s`,
+    );
   }
 
   /**
@@ -173,9 +192,19 @@ export class MqttOnce implements AsyncDisposable {
     }
   }
 
-  /** Publishes one message (QoS 1) and waits for the broker's acknowledgement. */
+  /**
+   * Publishes one message (QoS 1) and waits for the broker's acknowledgement,
+   * as long as connecting may take.
+   * @throws {Error} naming the topic when no PUBACK comes in time.
+   */
   async publish(topic: string, payload: string): Promise<void> {
-    await this.#client.publishAsync(topic, payload, { qos: 1 });
+    await deadline(
+      this.#client.publishAsync(topic, payload, { qos: 1 }),
+      this.#ackMs,
+      `the broker did not acknowledge a message on ${topic} within ${
+        this.#ackMs / 1000
+      } s`,
+    );
   }
 
   /** Disconnects at once; idempotent, never rejects. */
