@@ -12,9 +12,9 @@
 import { HAVE_OPENSSL, makeTestPki, run, type TestPki } from "./test_pki.ts";
 import {
   freePort,
+  MOSQUITTO_RUNNING,
   spawn,
   type Started,
-  waitForPort,
 } from "./system_helpers.ts";
 
 /** True when openssl and mosquitto_passwd can be run (the TLS broker tests need both). */
@@ -117,7 +117,7 @@ export async function startTlsMosquitto(
       conf,
     ]);
     started = mosquitto;
-    await waitForPort(port);
+    await mosquitto.waitForOutput(MOSQUITTO_RUNNING);
     const stop = async () => {
       await mosquitto.stop();
     };

@@ -8,7 +8,7 @@ import type { Config } from "../lib/config/config.ts";
 import { MqttLink, type MqttLinkOptions } from "../lib/mqtt/link.ts";
 import { logger } from "../lib/util/log.ts";
 import { Observer, rigToml, testConfig } from "./harness.ts";
-import { freePort, spawn, waitForPort } from "./system_helpers.ts";
+import { freePort, MOSQUITTO_RUNNING, spawn } from "./system_helpers.ts";
 
 /**
  * Runs `body` against a fresh mosquitto as shipped (no `set_tcp_nodelay`)
@@ -22,11 +22,11 @@ async function withDefaultMosquitto(
   const conf = `${dir}/mosquitto.conf`;
   await Deno.writeTextFile(
     conf,
-    `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type all\n`,
+    `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\n`,
   );
   const broker = spawn("/usr/sbin/mosquitto", ["-c", conf]);
   try {
-    await waitForPort(port);
+    await broker.waitForOutput(MOSQUITTO_RUNNING);
     await body(port, testConfig(rigToml(port, "http://127.0.0.1:1")));
   } finally {
     await broker.stop();

@@ -26,31 +26,10 @@ export function freePort(): number {
 }
 
 /**
- * Resolves once something accepts TCP connections on 127.0.0.1:port, by
- * trying every 25 ms. Prefer {@linkcode Started.waitForOutput} on the
- * program's own "listening" line, which needs no polling.
+ * mosquitto's line once every listener is open (its "Opening … socket" line
+ * comes before the listen()): wait for it with {@linkcode Started.waitForOutput}.
  */
-export async function waitForPort(
-  port: number,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (true) {
-    try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
-      return;
-    } catch (error) {
-      if (Date.now() > until) {
-        throw new Error(
-          `Cannot connect to 127.0.0.1:${port}: nothing listened within ${timeoutMs} ms`,
-          { cause: error },
-        );
-      }
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-}
+export const MOSQUITTO_RUNNING: RegExp = /mosquitto version \S+ running/;
 
 /** A child process with its output collected. */
 export interface Started {
@@ -244,9 +223,7 @@ export async function startMosquitto(
     ].join("\n"),
   );
   const started = spawn("/usr/sbin/mosquitto", ["-c", conf]);
-  // Printed once every listener is open (the "Opening … socket" line comes
-  // before its listen()).
-  await started.waitForOutput(/mosquitto version \S+ running/);
+  await started.waitForOutput(MOSQUITTO_RUNNING);
   return started;
 }
 
