@@ -3,7 +3,8 @@
  * (random sizes and endings: upload, download, echo, idle then close, client
  * abort mid-download), with a trickle of hostile MQTT payloads beside them
  * (bench/flood.ts's mix, 5 a second). The agent runs as its own process;
- * RSS, RssAnon (private), PSS and fds are sampled every 10 s; fds are also
+ * RSS, RssAnon (private), RssFile (file-backed: pages of the deno
+ * executable), PSS and fds are sampled every 10 s; fds are also
  * checked at every moment no session is open. Verdict "after warm-up
  * nothing grows": RSS and RssAnon after the first 2 minutes stay within
  * 8 MiB (max - min), and fds are back at the baseline whenever no session
@@ -60,6 +61,8 @@ export interface SoakSample {
   readonly seconds: number;
   readonly rss: number;
   readonly anon: number;
+  /** RssFile: file-backed pages (mostly the deno executable's code), bytes. */
+  readonly file: number;
   readonly pss: number;
   readonly fds: number;
   readonly sessions: number;
@@ -79,6 +82,17 @@ export interface SoakResult {
   readonly errors: string[];
   readonly hostile: number;
   readonly warmupSeconds: number;
+}
+
+/** RssFile of `pid` from /proc/<pid>/status, bytes (NaN when gone). */
+function rssFile(pid: number): number {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const match = /^RssFile:\s+(\d+) kB/m.exec(text);
+    return match ? Number(match[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
 }
 
 function pss(pid: number): number {
@@ -191,6 +205,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         seconds: (performance.now() - started) / 1000,
         rss: s.rss,
         anon: s.anon,
+        file: rssFile(agent.pid),
         pss: pss(agent.pid),
         fds: s.fds,
         sessions: open,
@@ -262,7 +277,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
 }
 
 /** Max - min of `key` over the samples after warm-up. */
-function spread(result: SoakResult, key: "rss" | "anon" | "pss"): number {
+function spread(
+  result: SoakResult,
+  key: "rss" | "anon" | "file" | "pss",
+): number {
   const after = result.samples.filter((s) => s.seconds >= result.warmupSeconds);
   if (after.length === 0) return NaN;
   const values = after.map((s) => s[key]);
@@ -299,6 +317,12 @@ export function soakReport(result: SoakResult, minutes: number): string {
       anonSpread <= 8 * MiB ? "met" : "MISSED",
     ],
     [
+      `RssFile after ${result.warmupSeconds} s, max - min`,
+      `${fmt(mib(spread(result, "file")), 1)} MiB`,
+      "(report)",
+      "—",
+    ],
+    [
       "fds back to baseline with no session open",
       `${
         result.idleChecks - result.idleLeaks
@@ -319,11 +343,20 @@ export function soakReport(result: SoakResult, minutes: number): string {
     } MiB, up to ${CONCURRENCY} at once, upload/download/echo/idle/abort); ${result.hostile} hostile payloads beside them; samples every 10 s.`,
     "",
     table(
-      ["t, s", "RSS, MiB", "RssAnon, MiB", "PSS, MiB", "fds", "sessions open"],
+      [
+        "t, s",
+        "RSS, MiB",
+        "RssAnon, MiB",
+        "RssFile, MiB",
+        "PSS, MiB",
+        "fds",
+        "sessions open",
+      ],
       everyMinute.map((s) => [
         fmt(s.seconds, 0),
         fmt(mib(s.rss), 1),
         fmt(mib(s.anon), 1),
+        fmt(mib(s.file), 1),
         fmt(mib(s.pss), 1),
         String(s.fds),
         String(s.sessions),
