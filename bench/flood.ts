@@ -12,23 +12,39 @@
  *   `c8y/s/ds`, `c8y/devicecontrol/notifications` and the handoff topic
  *   `c8y-tunnel/connect/request/<id>`, with valid 530s (child devices
  *   `probe-N`, so their statuses can be told apart) published between them
- *   on the same connection; then one more valid 530 right behind the last
- *   payload; then idle: peak and settled growth of RSS and RssAnon, fds.
+ *   on the same connection, one every 500 payloads, and one more right
+ *   behind the last payload; then idle: peak and settled growth of RSS and
+ *   RssAnon, fds.
+ *
+ * Whether a valid request reaches the agent at all is up to mosquitto: it
+ * drops messages for a subscriber with `max_queued_messages` (default 1000)
+ * waiting. So the bench also runs a witness (a subscriber in its own
+ * process that does nothing with what it gets), reads mosquitto's log for
+ * the clients it dropped messages for, and samples mosquitto's memory;
+ * `--broker-queue N` sets `max_queued_messages` (the remedy in
+ * docs/hostile-mqtt.md).
  *
  * Usage: deno run -A bench/flood.ts [--quick] [--payloads N] [--keys N]
- *        [--idle SECONDS] [--out FILE]
+ *        [--idle SECONDS] [--broker-queue N] [--out FILE]
  * (also `deno task bench --flood [--quick]`). `--quick`: 2,000 payloads, 20
- * keys, 5 s idle. The exit code is 1 when a valid request was not served.
+ * keys, 5 s idle. The exit code is 1 when a valid request that mosquitto
+ * did not drop was not served.
  *
  * @module
  */
 import mqtt from "mqtt";
 import { parseArgs } from "node:util";
 import { resetPeak } from "./proc.ts";
-import { remainingLength } from "../lib/mqtt/size_guard.ts";
+import {
+  type OversizedMessage,
+  pubAck,
+  PublishSizeFilter,
+  remainingLength,
+} from "../lib/mqtt/size_guard.ts";
 import { v8FlagsArg } from "../scripts/compile.ts";
 import {
   type Cloud,
+  lines as readLines,
   type RemoteTarget,
   ROOT,
   type Service,
@@ -132,12 +148,31 @@ export interface HostileRig extends AsyncDisposable {
   readonly targetPort: number;
   /** Size of the target's pattern (largest download). */
   readonly patternBytes: number;
+  /**
+   * Times mosquitto said it started dropping messages for a client (its
+   * queue for the client was full), by client id.
+   */
+  readonly drops: ReadonlyMap<string, number>;
   /** Resolves with the connection key of each client connection, in order. */
   nextKey(): Promise<string>;
 }
 
-/** Starts mosquitto, the lib/sim cloud and the bench target. */
-export async function startRig(): Promise<HostileRig> {
+/** mosquitto's notice when a client's queue is full (db__message_insert). */
+const DROPPING = /Outgoing messages are being dropped for client (\S+)\./;
+
+/** Options of {@linkcode startRig}. */
+export interface RigOptions {
+  /** More mosquitto configuration lines, e.g. `max_queued_messages 0`. */
+  readonly brokerConfig?: readonly string[];
+}
+
+/**
+ * Starts mosquitto (its log watched for the clients it drops messages
+ * for), the lib/sim cloud and the bench target.
+ */
+export async function startRig(
+  { brokerConfig = [] }: RigOptions = {},
+): Promise<HostileRig> {
   const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-hostile-" });
   const stack = new AsyncDisposableStack();
   if (Deno.env.get("HOSTILE_KEEP") === undefined) {
@@ -146,7 +181,16 @@ export async function startRig(): Promise<HostileRig> {
   try {
     const patternBytes = 16 * MiB;
     const target = stack.use(await startTarget(patternBytes));
-    const broker = stack.use(await startMosquitto(dir));
+    const drops = new Map<string, number>();
+    const broker = stack.use(
+      await startMosquitto(dir, {
+        config: brokerConfig,
+        onLog: (line) => {
+          const client = DROPPING.exec(line)?.[1];
+          if (client) drops.set(client, (drops.get(client) ?? 0) + 1);
+        },
+      }),
+    );
     const cloud = stack.use(await startCloud("sim"));
     const keys: string[] = [];
     const waiting: ((key: string) => void)[] = [];
@@ -163,6 +207,7 @@ export async function startRig(): Promise<HostileRig> {
       target,
       targetPort: target.port,
       patternBytes,
+      drops,
       nextKey: () => {
         const key = keys.shift();
         return key !== undefined
@@ -237,7 +282,10 @@ level = "${Deno.env.get("HOSTILE_LOG_LEVEL") ?? "warn"}"
     const child = new Deno.Command(Deno.execPath(), {
       args,
       cwd: ROOT,
-      env: { NO_COLOR: "1" },
+      env: {
+        NO_COLOR: "1",
+        ...(Deno.env.get("HACK_SKIP") ? { HACK_SKIP: "1" } : {}),
+      },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -349,13 +397,13 @@ export class StatusWatch implements AsyncDisposable {
 }
 
 /**
- * The attacker: a raw MQTT 3.1.1 client on its own TCP connection that
- * writes PUBLISH packets back to back, each write awaited, without waiting
- * for PUBACKs (read and dropped in the background): as fast as the broker
- * reads them. Hostile payloads go as QoS 0, which mosquitto drops for a
- * subscriber that has `max_queued_messages` packets waiting; valid requests
- * as QoS 1 (as the cloud bridge sends them), which it queues. Messages are
- * written in the order given.
+ * A raw MQTT 3.1.1 client on its own TCP connection. The attacker writes
+ * PUBLISH packets back to back, each write awaited, without waiting for
+ * PUBACKs (read and dropped in the background): as fast as the broker
+ * reads them. Hostile payloads go as QoS 0, valid requests as QoS 1 (as
+ * the cloud bridge sends them). Messages are written in the order given.
+ * The witness ({@linkcode witnessMain}) subscribes and only counts what
+ * the broker delivers (`onPublish`, a QoS 1 message acknowledged at once).
  */
 export class RawPublisher implements AsyncDisposable {
   readonly #conn: Deno.TcpConn;
@@ -366,20 +414,42 @@ export class RawPublisher implements AsyncDisposable {
   /** Messages written so far. */
   count = 0;
 
-  private constructor(conn: Deno.TcpConn) {
+  private constructor(
+    conn: Deno.TcpConn,
+    onPublish?: (message: OversizedMessage) => void,
+  ) {
     this.#conn = conn;
+    // Every PUBLISH with a payload is "over" a limit of 0: topic, QoS and
+    // packet id come out, the payload is skipped uncopied.
+    const filter = onPublish
+      ? new PublishSizeFilter(0, (message) => {
+        if (message.qos === 1) {
+          writeAll(conn, pubAck(message.packetId)).catch(() => {});
+        }
+        onPublish(message);
+      })
+      : undefined;
     this.#draining = (async () => {
       const buffer = new Uint8Array(65536);
       try {
-        while (await conn.read(buffer) !== null) { /* PUBACKs */ }
+        for (let n; (n = await conn.read(buffer)) !== null;) {
+          filter?.push(buffer.subarray(0, n)); // else: PUBACKs, dropped
+        }
       } catch {
         // closed
       }
     })();
   }
 
-  /** Connects (clean session, no keepalive) and waits for CONNACK. */
-  static async connect(port: number): Promise<RawPublisher> {
+  /**
+   * Connects (clean session, no keepalive) and waits for CONNACK;
+   * `onPublish` gets each PUBLISH the broker delivers after a
+   * {@linkcode subscribe}.
+   */
+  static async connect(
+    port: number,
+    onPublish?: (message: OversizedMessage) => void,
+  ): Promise<RawPublisher> {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     conn.setNoDelay(true);
     const id = encoder.encode(`hostile-${crypto.randomUUID().slice(0, 8)}`);
@@ -409,7 +479,20 @@ export class RawPublisher implements AsyncDisposable {
     if (connack[0] !== 0x20 || connack[3] !== 0) {
       throw new Error(`Cannot flood: CONNACK ${connack.join(",")}`);
     }
-    return new RawPublisher(conn);
+    return new RawPublisher(conn, onPublish);
+  }
+
+  /** Subscribes to `filters` at QoS 1 (the SUBACK is not awaited). */
+  async subscribe(filters: readonly string[]): Promise<void> {
+    const body = [0, 1];
+    for (const filter of filters) {
+      const name = encoder.encode(filter);
+      body.push(name.length >> 8, name.length & 0xff, ...name, 1);
+    }
+    await writeAll(
+      this.#conn,
+      new Uint8Array([0x82, ...remainingLength(body.length), ...body]),
+    );
   }
 
   /** Writes one PUBLISH (QoS 0 or 1). */
@@ -719,6 +802,94 @@ export async function probe(
   }
 }
 
+// ------------------------------------------------------------------ witness
+
+/** What the witness got from the broker. */
+export interface WitnessCount {
+  /** Messages delivered. */
+  readonly messages: number;
+  /** QoS 1 messages delivered (the valid requests: hostile ones are QoS 0). */
+  readonly valid: number;
+}
+
+/**
+ * The witness, in its own process: a subscriber to the agent's request
+ * topics that does nothing with what it gets. What mosquitto drops for it
+ * under the flood, it drops for any consumer, however fast.
+ */
+export class Witness implements AsyncDisposable {
+  readonly #child: Deno.ChildProcess;
+  readonly #lines: AsyncIterator<string>;
+
+  private constructor(child: Deno.ChildProcess, lines: AsyncIterator<string>) {
+    this.#child = child;
+    this.#lines = lines;
+  }
+
+  /** Starts the witness on the broker at `port`; resolves once its subscription works. */
+  static async start(port: number): Promise<Witness> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", import.meta.filename!, "--witness", String(port)],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const lines = readLines(child.stdout);
+    const witness = new Witness(child, lines);
+    const first = await lines.next();
+    if (first.value !== "subscribed") {
+      await witness[Symbol.asyncDispose]();
+      throw new Error(`the witness did not start: ${first.value}`);
+    }
+    return witness;
+  }
+
+  /** Stops the witness and returns its counts. */
+  async count(): Promise<WitnessCount> {
+    await this.#child.stdin.close();
+    const last = await this.#lines.next();
+    await this.#child.status;
+    return JSON.parse(String(last.value)) as WitnessCount;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.#child.kill();
+    } catch {
+      // ended
+    }
+    await this.#child.status;
+  }
+}
+
+/** A topic only the witness uses: its own message there says its subscriptions work. */
+const WITNESS_READY = "c8y-tunnel-bench/witness";
+
+/** The witness process: subscribes, counts, prints the counts when stdin ends. */
+async function witnessMain(port: number): Promise<void> {
+  let messages = 0;
+  let valid = 0;
+  const ready = Promise.withResolvers<void>();
+  await using client = await RawPublisher.connect(port, (message) => {
+    if (message.topic === WITNESS_READY) return ready.resolve();
+    messages++;
+    if (message.qos === 1) valid++;
+  });
+  await client.subscribe([
+    TOPICS.smartRest,
+    TOPICS.operations,
+    TOPICS.handoff("+"),
+    WITNESS_READY,
+  ]);
+  // mosquitto handles a client's packets in order: once this comes back,
+  // the subscriptions before it are in place.
+  await client.publish(WITNESS_READY, encoder.encode("ready"));
+  await ready.promise;
+  console.log("subscribed");
+  for await (const _ of Deno.stdin.readable) { /* until the bench ends it */ }
+  console.log(JSON.stringify({ messages, valid } satisfies WitnessCount));
+}
+
 // ------------------------------------------------------------------ the run
 
 /** Sizes of one flood run. */
@@ -727,8 +898,10 @@ export interface FloodPlan {
   readonly keys: number;
   readonly keyBytes: number;
   readonly idleSeconds: number;
-  /** A probe is started every this many payloads (when none is pending). */
+  /** A probe (a valid request) is published every this many payloads. */
   readonly probeEvery: number;
+  /** mosquitto's `max_queued_messages` (undefined: its default, 1000). */
+  readonly brokerQueue?: number;
 }
 
 /** The full plan (issue 11's flood). */
@@ -737,7 +910,7 @@ export const FULL_FLOOD: FloodPlan = {
   keys: 200,
   keyBytes: MiB,
   idleSeconds: 60,
-  probeEvery: 1000,
+  probeEvery: 500,
 };
 
 /** The quick plan (a smoke run, about half a minute). */
@@ -746,7 +919,7 @@ export const QUICK_FLOOD: FloodPlan = {
   keys: 20,
   keyBytes: MiB,
   idleSeconds: 5,
-  probeEvery: 250,
+  probeEvery: 100,
 };
 
 /** What one phase measured. */
@@ -764,6 +937,12 @@ export interface PhaseResult {
   readonly probes: ProbeResult[];
   /** The probe published right behind the last hostile payload. */
   readonly last: ProbeResult;
+  /** What a subscriber that does nothing got meanwhile. */
+  readonly witness: WitnessCount;
+  /** mosquitto said it dropped messages for the agent (its queue was full). */
+  readonly brokerDropped: boolean;
+  /** mosquitto's peak RSS during the phase, bytes. */
+  readonly brokerPeakRss: number;
 }
 
 async function settleBaseline(pid: number): Promise<ProcSample> {
@@ -784,6 +963,7 @@ async function phase(
   plan: FloodPlan,
 ): Promise<PhaseResult> {
   await using agent = await startAgent(rig, name);
+  const agentClient = `c8y-tunnel-${name}`;
   await using watch = await StatusWatch.connect(rig.broker.port);
   await using attacker = await RawPublisher.connect(rig.broker.port);
   let probes = 0;
@@ -797,11 +977,15 @@ async function phase(
   if (!Number.isFinite(warm.successfulMs)) {
     throw new Error(`${name}: the warm-up request failed: ${warm.error}`);
   }
+  await using witness = await Witness.start(rig.broker.port);
   const base = await settleBaseline(agent.pid);
   const logBase = agent.logLines();
   const statusBase = watch.mainStatuses;
+  const dropsBase = rig.drops.get(agentClient) ?? 0;
   resetPeak(agent.pid);
   const sampler = new Sampler(agent.pid, 20);
+  resetPeak(rig.broker.pid!);
+  const brokerSampler = new Sampler(rig.broker.pid!, 20);
   // Valid requests queue here and go out between hostile payloads.
   const pending: { topic: string; payload: Uint8Array; sent: () => void }[] =
     [];
@@ -813,35 +997,41 @@ async function phase(
       p.sent();
     }
   };
-  const results: ProbeResult[] = [];
-  let probing: Promise<void> | null = null;
+  // Each probe on its own: a lost one does not hold back the next.
+  const probing: Promise<ProbeResult>[] = [];
   const started = performance.now();
   let index = 0;
   for (const message of messages) {
-    if (index++ % plan.probeEvery === 0 && probing === null) {
-      probing = probe(rig, watch, probes++, send).then((r) => {
-        results.push(r);
-        probing = null;
-      });
+    if (index++ % plan.probeEvery === plan.probeEvery - 1) {
+      probing.push(probe(rig, watch, probes++, send));
     }
     await flush();
     await attacker.publish(message.topic, message.payload);
   }
-  // The last valid request right behind the last hostile payload (the
-  // pending one of a running probe goes out first).
+  await flush();
+  // The last valid request right behind the last hostile payload (probes
+  // still getting their connection key go out behind it).
   const lastProbe = probe(
     rig,
     watch,
     probes++,
     (t, p, q) => attacker.publish(t, p, q),
   );
-  for (let i = 0; i < 100 && (pending.length > 0 || probing !== null); i++) {
-    await flush();
-    if (probing !== null) await Promise.race([probing, idle(0.1)]);
-  }
   const seconds = (performance.now() - started) / 1000;
+  const pendingOut = (async () => {
+    // Probes whose 530 was not yet queued when the flood ended.
+    while (probing.length > 0 || pending.length > 0) {
+      await flush();
+      if (
+        (await Promise.race([Promise.all(probing), idle(0.05)])) !== undefined
+      ) break;
+    }
+  })();
   const last = await lastProbe;
-  await probing;
+  const results = await Promise.all(probing);
+  await pendingOut;
+  brokerSampler.stop();
+  const seen = await witness.count();
   await idle(plan.idleSeconds);
   sampler.stop();
   const settled = procSample(agent.pid);
@@ -858,12 +1048,19 @@ async function phase(
     mainStatuses: watch.mainStatuses - statusBase,
     probes: results,
     last,
+    witness: seen,
+    brokerDropped: (rig.drops.get(agentClient) ?? 0) > dropsBase,
+    brokerPeakRss: brokerSampler.peakRss,
   };
 }
 
 /** Runs both phases of `plan`. */
 export async function runFlood(plan: FloodPlan): Promise<PhaseResult[]> {
-  await using rig = await startRig();
+  await using rig = await startRig({
+    brokerConfig: plan.brokerQueue === undefined
+      ? []
+      : [`max_queued_messages ${plan.brokerQueue}`],
+  });
   const keys = (function* () {
     for (let i = 0; i < plan.keys; i++) {
       yield {
@@ -885,6 +1082,28 @@ export async function runFlood(plan: FloodPlan): Promise<PhaseResult[]> {
   return results;
 }
 
+/** Valid requests of phase `r` that got their 503. */
+function servedCount(r: PhaseResult): number {
+  return [...r.probes, r.last].filter((p) => Number.isFinite(p.successfulMs))
+    .length;
+}
+
+/**
+ * "met" when every valid request was served; when not, whether mosquitto
+ * dropped messages for the agent (its queue limit: the request never
+ * reached the agent) or the agent missed a request it got.
+ */
+function servedVerdict(r: PhaseResult): string {
+  if (servedCount(r) === r.probes.length + 1) return "met";
+  return r.brokerDropped ? "lost at the broker" : "MISSED";
+}
+
+function brokerQueueText(plan: FloodPlan): string {
+  return plan.brokerQueue === undefined
+    ? "mosquitto's default max_queued_messages 1000"
+    : `max_queued_messages ${plan.brokerQueue}`;
+}
+
 function ms(values: number[]): string {
   const finite = values.filter(Number.isFinite);
   if (finite.length === 0) return "—";
@@ -894,9 +1113,7 @@ function ms(values: number[]): string {
 /** The report of a flood run (Markdown), with the targets of issue 11. */
 export function floodReport(results: PhaseResult[], plan: FloodPlan): string {
   const rows = results.map((r) => {
-    const served = [...r.probes, r.last].filter((p) =>
-      Number.isFinite(p.successfulMs)
-    ).length;
+    const served = servedCount(r);
     return [
       r.name,
       `${r.messages} / ${fmt(mib(r.bytes), 0)} MiB in ${fmt(r.seconds, 1)} s`,
@@ -906,7 +1123,9 @@ export function floodReport(results: PhaseResult[], plan: FloodPlan): string {
       fmt(mib(r.settled.rss - r.base.rss), 1),
       fmt(mib(r.settled.anon - r.base.anon), 1),
       `${r.settled.fds} (${r.base.fds})`,
-      `${served}/${r.probes.length + 1}`,
+      `${served} / ${r.witness.valid} / ${r.probes.length + 1}`,
+      r.brokerDropped ? "yes" : "no",
+      fmt(mib(r.brokerPeakRss), 1),
       ms(r.probes.map((p) => p.executingMs)),
       ms(r.probes.map((p) => p.successfulMs)),
       `${fmt(r.last.executingMs, 0)} / ${fmt(r.last.successfulMs, 0)}`,
@@ -950,14 +1169,10 @@ export function floodReport(results: PhaseResult[], plan: FloodPlan): string {
         "s",
       ),
       [
-        "flood: valid requests served throughout",
-        `${
-          flood.probes.filter((p) => Number.isFinite(p.successfulMs)).length
-        }/${flood.probes.length}`,
+        `flood: valid requests served throughout (${brokerQueueText(plan)})`,
+        `${servedCount(flood)}/${flood.probes.length + 1}`,
         "all",
-        flood.probes.every((p) => Number.isFinite(p.successfulMs))
-          ? "met"
-          : "MISSED",
+        servedVerdict(flood),
       ],
     );
   }
@@ -981,7 +1196,9 @@ export function floodReport(results: PhaseResult[], plan: FloodPlan): string {
       `settled RSS growth (${plan.idleSeconds} s idle), MiB`,
       "settled RssAnon growth, MiB",
       "fds (base)",
-      "valid 530s served",
+      "valid 530s: agent served / witness got / sent",
+      "broker dropped for the agent",
+      "broker peak RSS, MiB",
       "501 ms p50 / max",
       "503 ms p50 / max",
       "last 530 behind the flood: 501 / 503 ms",
@@ -1011,8 +1228,14 @@ export async function floodMain(args: string[]): Promise<number> {
       idle: { type: "string" },
       out: { type: "string" },
       "no-priority": { type: "boolean", default: false },
+      "broker-queue": { type: "string" },
+      witness: { type: "string" },
     },
   });
+  if (values.witness !== undefined) {
+    await witnessMain(Number(values.witness));
+    return 0;
+  }
   const base = values.quick ? QUICK_FLOOD : FULL_FLOOD;
   const number = (text: string | undefined, fallback: number, what: string) => {
     if (text === undefined) return fallback;
@@ -1027,19 +1250,24 @@ export async function floodMain(args: string[]): Promise<number> {
     payloads: number(values.payloads, base.payloads, "payloads"),
     keys: number(values.keys, base.keys, "keys"),
     idleSeconds: number(values.idle, base.idleSeconds, "idle"),
+    ...(values["broker-queue"] === undefined ? {} : {
+      brokerQueue: number(values["broker-queue"], 0, "broker-queue"),
+    }),
   };
   const results = await runFlood(plan);
   const body = [
     `Flood: ${plan.payloads} hostile payloads; ${plan.keys} x ${
       mib(plan.keyBytes)
-    } MiB keys; ${plan.idleSeconds} s idle; mosquitto (bench/rig.ts); agent \`deno run -A ${v8FlagsArg()} main.ts run\` at log level warn.`,
+    } MiB keys; ${plan.idleSeconds} s idle; mosquitto (bench/rig.ts, ${
+      brokerQueueText(plan)
+    }); a valid request every ${plan.probeEvery} payloads; agent \`deno run -A ${v8FlagsArg()} main.ts run\` at log level warn.`,
     "",
     floodReport(results, plan),
   ].join("\n");
   console.log(body);
   if (values.out) await Deno.writeTextFile(values.out, body + "\n");
   const flood = results.find((r) => r.name === "flood");
-  return flood && Number.isFinite(flood.last.successfulMs) ? 0 : 1;
+  return flood && servedVerdict(flood) !== "MISSED" ? 0 : 1;
 }
 
 if (import.meta.main) Deno.exit(await floodMain(Deno.args));

@@ -97,13 +97,23 @@ export async function stopProcess(
   }
 }
 
+/** Options of {@linkcode startMosquitto}. */
+export interface MosquittoOptions {
+  /** As mosquitto and thin-edge ship it (Nagle on), else with TCP_NODELAY. */
+  readonly defaults?: boolean;
+  /** More configuration lines, e.g. `max_queued_messages 0`. */
+  readonly config?: readonly string[];
+  /** Gets each line mosquitto logs (its default log types); none when unset. */
+  readonly onLog?: (line: string) => void;
+}
+
 /**
  * Starts mosquitto on a free loopback port, with TCP_NODELAY (DESIGN.md §5)
  * unless `defaults`: then as mosquitto and thin-edge ship it (Nagle on).
  */
 export async function startMosquitto(
   dir: string,
-  { defaults = false }: { defaults?: boolean } = {},
+  { defaults = false, config: extra = [], onLog }: MosquittoOptions = {},
 ): Promise<Service> {
   const binary = which("mosquitto");
   if (binary === null) throw new Error("Cannot start mosquitto: not installed");
@@ -111,23 +121,35 @@ export async function startMosquitto(
   const config = `${dir}/mosquitto-${port}.conf`;
   await Deno.writeTextFile(
     config,
-    `listener ${port} 127.0.0.1\nallow_anonymous true\n${
-      defaults ? "" : "set_tcp_nodelay true\n"
-    }persistence false\nlog_dest none\n`,
+    [
+      `listener ${port} 127.0.0.1`,
+      "allow_anonymous true",
+      ...(defaults ? [] : ["set_tcp_nodelay true"]),
+      "persistence false",
+      // stderr: unbuffered (stdout into a pipe would come in 4 KiB blocks)
+      `log_dest ${onLog ? "stderr" : "none"}`,
+      ...extra,
+      "",
+    ].join("\n"),
   );
   const child = new Deno.Command(binary, {
     args: ["-c", config],
     stdin: "null",
     stdout: "null",
-    stderr: "null",
+    stderr: onLog ? "piped" : "null",
   }).spawn();
+  if (onLog) {
+    (async () => {
+      for await (const line of lines(child.stderr)) onLog(line);
+    })().catch(() => {});
+  }
   await until(() => canConnect(port), `mosquitto on port ${port}`);
   return {
     port,
     pid: child.pid,
     description: `mosquitto (${binary}${
       defaults ? ", default configuration" : ", set_tcp_nodelay"
-    })`,
+    }${extra.length > 0 ? `, ${extra.join(", ")}` : ""})`,
     [Symbol.asyncDispose]: () => stopProcess(child),
   };
 }
@@ -144,7 +166,7 @@ export async function startEmbedded(): Promise<Service> {
 }
 
 /** Reads lines from a child's stdout. */
-async function* lines(stream: ReadableStream<Uint8Array>) {
+export async function* lines(stream: ReadableStream<Uint8Array>) {
   let rest = "";
   for await (const text of stream.pipeThrough(new TextDecoderStream())) {
     rest += text;

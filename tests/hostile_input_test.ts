@@ -15,6 +15,7 @@ import {
   type ParseOutcome,
   parseSmartRest,
 } from "../lib/protocol/operations.ts";
+import { scanCsv } from "../lib/protocol/csv.ts";
 import { setupLogging } from "../lib/util/log.ts";
 import { LogBudget } from "../lib/util/log_budget.ts";
 import {
@@ -285,6 +286,78 @@ Deno.test("parseSmartRest() on random payloads: never throws, outcomes bounded i
       },
     ),
     { numRuns: 500 },
+  );
+});
+
+/**
+ * What parseSmartRest() must find in `payload`, read the slow way: every
+ * record split whole by scanCsv(), each parsed on its own.
+ */
+function expectedSmartRest(payload: string) {
+  const served: ParseOutcome[] = [];
+  let others = 0;
+  for (const record of scanCsv(payload)) {
+    const [outcome] = parseSmartRest(record.text);
+    if (outcome !== undefined && outcome.kind !== "ignored") {
+      served.push(outcome);
+    } else others++;
+  }
+  return { served, others };
+}
+
+/** Payloads of many records built to hit every path of the skimmer. */
+const manyRecords = fc.array(
+  fc.oneof(
+    fc.constantFrom(
+      "530,dev,127.0.0.1,22,key",
+      "530,dev",
+      " 530 ,dev,127.0.0.1,22,key",
+      '"530",dev,127.0.0.1,22,key',
+      '533,dev,"a,\n530,x,127.0.0.1,22,k","b"',
+      '533,dev,x"y,530',
+      "511,dev,echo",
+      "511 ,dev",
+      "",
+      " ",
+      ",",
+      ",530",
+      "123456,x",
+      "garbage ~~~",
+      '"unterminated,530',
+      '530,dev,"127.0.0.1" x,22,key',
+    ),
+    fc.string({ maxLength: 12 }),
+  ),
+  { minLength: 0, maxLength: 60 },
+).chain((records) =>
+  fc.array(fc.constantFrom("\n", "\r\n", "\r"), {
+    minLength: records.length,
+    maxLength: records.length,
+  }).map((separators) =>
+    records.map((record, i) => record + separators[i]).join("")
+  )
+);
+
+Deno.test("parseSmartRest() skims records past the first few exactly as scanning them whole would", () => {
+  fc.assert(
+    fc.property(manyRecords, (payload) => {
+      const outcomes = parseSmartRest(payload);
+      const expected = expectedSmartRest(payload);
+      assert.deepEqual(
+        outcomes.filter((o) => o.kind !== "ignored"),
+        expected.served,
+      );
+      const ignored = outcomes.filter((o) => o.kind === "ignored");
+      const summary = /^(\d+) more records ignored/.exec(
+        (ignored.at(-1) as { reason: string } | undefined)?.reason ?? "",
+      );
+      if (payload.includes("530")) {
+        const counted = Math.min(expected.others, MAX_OTHER_RECORDS) +
+          Number(summary?.[1] ?? 0);
+        assert.equal(counted, expected.others, payload);
+      }
+    }),
+    { numRuns: 1000 },
   );
 });
 

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { csvField, type CsvRecord, csvRecords } from "./csv.ts";
+import { csvField, type CsvRecord, csvRecords, skimRecords } from "./csv.ts";
 import { jsonTooDeep, MAX_JSON_DEPTH } from "./json_depth.ts";
 import { formatIPv6, parseIPv4, parseIPv6 } from "./ip.ts";
 
@@ -96,9 +96,19 @@ const LOG_UNSAFE = /[\\\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
  */
 export function shorten(text: string, max = 200): string {
   const limit = Number.isFinite(max) ? Math.max(1, Math.floor(max)) : 200;
+  const value = String(text);
+  // Nothing to escape in what is shown: cut it (the common case, no copy per character).
+  const shown = value.slice(0, limit + 1);
+  if (!LOG_UNSAFE.test(shown)) {
+    if (value.length <= limit) return value;
+    let end = limit - 1;
+    const last = value.charCodeAt(end - 1);
+    if (last >= 0xd800 && last <= 0xdbff) end--; // keep a surrogate pair whole
+    return value.slice(0, end) + "…";
+  }
   const pieces: string[] = [];
   let length = 0;
-  for (const char of String(text)) {
+  for (const char of value) {
     const piece = LOG_UNSAFE.test(char)
       ? ESCAPES[char] ?? `\\u{${char.codePointAt(0)?.toString(16)}}`
       : char;
@@ -233,8 +243,28 @@ function toOutcome(
  */
 export const MAX_OTHER_RECORDS = 4;
 
+/** Any character that makes a record not blank (from `lastIndex`). */
+const NON_BLANK = /\S/g;
+
+/** A SmartREST template id: 1 to 5 digits (other text is garbage). */
+function isTemplateId(text: string): boolean {
+  if (text.length === 0 || text.length > 5) return false;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x30 || code > 0x39) return false;
+  }
+  return true;
+}
+
 function ignored(reason: string, quiet: boolean): ParseOutcome {
   return { kind: "ignored", reason, quiet };
+}
+
+/** True when {@linkcode parse530} would ignore `record` (cheaper: no reason text). */
+function unusable530(record: CsvRecord): boolean {
+  const [, deviceId = "", , , key = ""] = record.fields;
+  return record.problem !== undefined || key === "" ||
+    deviceIdProblem(deviceId) !== undefined;
 }
 
 function parse530(record: CsvRecord): ParseOutcome {
@@ -284,39 +314,66 @@ export function parseSmartRest(payload: string): ParseOutcome[] {
   const mayHold530 = payload.includes("530");
   let others = 0;
   let loud = false;
-  // Beyond the first few ignored records only 530s are split into fields.
-  const wanted = (first: string) =>
-    first === "530" || others < MAX_OTHER_RECORDS;
-  for (const record of csvRecords(payload, wanted)) {
+  /** Handles one record; false once only 530s matter (the bulk loop below). */
+  const take = (record: CsvRecord): boolean => {
     const template = record.fields[0] ?? "";
     if (template === "530") {
+      if (others >= MAX_OTHER_RECORDS && unusable530(record)) {
+        // Counted only: its reason would not be shown.
+        loud = true;
+        others++;
+        return false;
+      }
       const outcome = parse530(record);
       if (outcome.kind !== "ignored") {
         outcomes.push(outcome); // a status goes out for each of these
-        continue;
+        return true;
       }
       // An unusable 530 gets no status: it counts with the other records.
       loud = true;
       if (++others <= MAX_OTHER_RECORDS) outcomes.push(outcome);
-      continue;
-    }
-    if (others >= MAX_OTHER_RECORDS) {
-      others++;
-      if (!mayHold530) break;
-      loud ||= !/^[0-9]{1,5}$/.test(template);
-      continue;
+      return true;
     }
     others++;
-    const quiet = /^[0-9]{1,5}$/.test(template);
+    const quiet = isTemplateId(template);
     loud ||= !quiet;
-    outcomes.push(
-      quiet
-        ? ignored(
-          `SmartREST template ${template} is not a remote access request`,
-          true,
-        )
-        : ignored(`not a SmartREST record: ${show(record.text)}`, false),
-    );
+    if (others <= MAX_OTHER_RECORDS) {
+      outcomes.push(
+        quiet
+          ? ignored(
+            `SmartREST template ${template} is not a remote access request`,
+            true,
+          )
+          : ignored(`not a SmartREST record: ${show(record.text)}`, false),
+      );
+    }
+    return others < MAX_OTHER_RECORDS;
+  };
+  // The first records one by one, each with its fields.
+  let at = payload.length;
+  for (const record of csvRecords(payload)) {
+    if (!take(record)) {
+      at = record.next;
+      break;
+    }
+  }
+  // The bulk (thousands of records in a hostile payload): only each
+  // record's first field is read and nothing is kept of the others; a 530
+  // (or a record with a quoted first field) is read whole.
+  if (!mayHold530) {
+    // Not split further: one more record is enough for the summary.
+    NON_BLANK.lastIndex = at;
+    if (NON_BLANK.test(payload)) others++;
+  }
+  if (mayHold530 && at < payload.length) {
+    const skimmed = skimRecords(payload, at, (start) => {
+      const record = csvRecords(payload, undefined, start).next().value;
+      if (record === undefined) return payload.length;
+      take(record);
+      return record.next;
+    });
+    others += skimmed.others;
+    loud ||= skimmed.garbage;
   }
   if (others > MAX_OTHER_RECORDS) {
     outcomes.push(
@@ -400,6 +457,11 @@ export function parseJsonOperation(payload: string): ParseOutcome {
       `JSON operation nested deeper than ${MAX_JSON_DEPTH} levels (${payload.length} characters): not parsed`,
       false,
     );
+  }
+  // Only an object can be an operation: anything else is not parsed (a
+  // failing JSON.parse costs an exception, and garbage is what fails).
+  if (payload.trimStart().charCodeAt(0) !== 0x7b) {
+    return ignored(`JSON operation is not an object: ${show(payload)}`, false);
   }
   let operation: unknown;
   try {
