@@ -282,10 +282,7 @@ level = "${Deno.env.get("HOSTILE_LOG_LEVEL") ?? "warn"}"
     const child = new Deno.Command(Deno.execPath(), {
       args,
       cwd: ROOT,
-      env: {
-        NO_COLOR: "1",
-        ...(Deno.env.get("HACK_SKIP") ? { HACK_SKIP: "1" } : {}),
-      },
+      env: { NO_COLOR: "1" },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
