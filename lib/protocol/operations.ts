@@ -433,12 +433,22 @@ function operationId(value: unknown): string | undefined {
  */
 export function jsonOperationLines(payload: string): string[] {
   if (!payload.includes("\n")) return [payload];
+  // Only an object can be one document as a whole (see parseJsonOperation).
+  // (Nesting is counted before any JSON.parse, here too.)
+  if (payload.trimStart().charCodeAt(0) !== 0x7b || jsonTooDeep(payload)) {
+    return linesOf(payload);
+  }
   try {
     JSON.parse(payload);
     return [payload];
   } catch {
-    return payload.split(/\r?\n/).filter((line) => line.trim() !== "");
+    return linesOf(payload);
   }
+}
+
+/** The lines of `payload` that are not blank. */
+function linesOf(payload: string): string[] {
+  return payload.split(/\r?\n/).filter((line) => line.trim() !== "");
 }
 
 /**
