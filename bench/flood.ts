@@ -34,7 +34,7 @@
  */
 import mqtt from "mqtt";
 import { parseArgs } from "node:util";
-import { resetPeak } from "./proc.ts";
+import { cpuSeconds, resetPeak } from "./proc.ts";
 import {
   type OversizedMessage,
   pubAck,
@@ -934,6 +934,8 @@ export interface PhaseResult {
   readonly probes: ProbeResult[];
   /** The probe published right behind the last hostile payload. */
   readonly last: ProbeResult;
+  /** CPU time the agent used while the attacker sent, s. */
+  readonly cpu: number;
   /** What a subscriber that does nothing got meanwhile. */
   readonly witness: WitnessCount;
   /** mosquitto said it dropped messages for the agent (its queue was full). */
@@ -997,6 +999,7 @@ async function phase(
   // Each probe on its own: a lost one does not hold back the next.
   const probing: Promise<ProbeResult>[] = [];
   const started = performance.now();
+  const cpuBase = cpuSeconds(agent.pid);
   let index = 0;
   for (const message of messages) {
     if (index++ % plan.probeEvery === plan.probeEvery - 1) {
@@ -1015,6 +1018,7 @@ async function phase(
     (t, p, q) => attacker.publish(t, p, q),
   );
   const seconds = (performance.now() - started) / 1000;
+  const cpu = cpuSeconds(agent.pid) - cpuBase;
   const pendingOut = (async () => {
     // Probes whose 530 was not yet queued when the flood ended.
     while (probing.length > 0 || pending.length > 0) {
@@ -1046,6 +1050,7 @@ async function phase(
     probes: results,
     last,
     witness: seen,
+    cpu,
     brokerDropped: (rig.drops.get(agentClient) ?? 0) > dropsBase,
     brokerPeakRss: brokerSampler.peakRss,
   };
@@ -1114,6 +1119,7 @@ export function floodReport(results: PhaseResult[], plan: FloodPlan): string {
     return [
       r.name,
       `${r.messages} / ${fmt(mib(r.bytes), 0)} MiB in ${fmt(r.seconds, 1)} s`,
+      fmt(r.cpu, 2),
       fmt(mib(r.base.rss), 1),
       fmt(mib(r.peakRss - r.base.rss), 1),
       fmt(mib(r.peakAnon - r.base.anon), 1),
@@ -1187,6 +1193,7 @@ export function floodReport(results: PhaseResult[], plan: FloodPlan): string {
     table([
       "phase",
       "sent",
+      "agent CPU meanwhile, s",
       "RSS base, MiB",
       "peak RSS growth, MiB",
       "peak RssAnon growth, MiB",
