@@ -1073,12 +1073,14 @@ export async function runFlood(plan: FloodPlan): Promise<PhaseResult[]> {
     }
   })();
   const results: PhaseResult[] = [];
-  console.error(
-    `flood: phase keys (${plan.keys} x ${mib(plan.keyBytes)} MiB keys)`,
-  );
-  results.push(
-    await phase(rig, "keys", keys, { ...plan, probeEvery: Infinity }),
-  );
+  if (plan.keys > 0) {
+    console.error(
+      `flood: phase keys (${plan.keys} x ${mib(plan.keyBytes)} MiB keys)`,
+    );
+    results.push(
+      await phase(rig, "keys", keys, { ...plan, probeEvery: Infinity }),
+    );
+  }
   console.error(`flood: phase flood (${plan.payloads} payloads)`);
   results.push(await phase(rig, "flood", hostileMessages(plan.payloads), plan));
   return results;
