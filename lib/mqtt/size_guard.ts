@@ -30,6 +30,9 @@ export interface OversizedMessage {
 
 const PUBLISH = 3;
 
+/** Decodes the topic of a skipped message (one decoder: making one per message costs). */
+const TOPIC_DECODER = new TextDecoder();
+
 type State =
   /** Reading a fixed header (type byte + remaining length). */
   | { readonly kind: "header" }
@@ -243,7 +246,7 @@ export class PublishSizeFilter {
       return at;
     }
     const topicStart = headerLength + 2;
-    const topic = new TextDecoder().decode(
+    const topic = TOPIC_DECODER.decode(
       now.subarray(topicStart, topicStart + topicLength),
     );
     const packetId = qos > 0

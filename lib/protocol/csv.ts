@@ -278,56 +278,54 @@ export function scanCsv(text: string): CsvRecord[] {
 }
 
 /**
- * The CSV records of `text` one at a time, as {@linkcode scanCsv} splits
- * them: a caller that stops early does not pay for the rest. When `wanted`
- * says no to a record's first field, the record is skipped to its end
- * without collecting its other fields (its `fields` is the first alone).
+ * The record of `text` that starts at `from` (blank records skipped), with
+ * all its fields, as {@linkcode scanCsv} splits it; undefined when only
+ * blank records are left.
  */
-export function* csvRecords(
-  text: string,
-  wanted: (first: string) => boolean = () => true,
-  from = 0,
-): Generator<CsvRecord> {
+export function readRecord(text: string, from: number): CsvRecord | undefined {
   let i = from;
   while (i < text.length) {
     const start = i;
     const fields: string[] = [];
     let problem: string | undefined;
     let quoted = false;
-    let keep = true;
-    /** The fields after an unwanted first one were skipped (so there were some). */
-    let skipped = false;
     for (;;) {
       let j = i;
       while (j < text.length && isBlank(text.charCodeAt(j))) j++;
       if (text.charCodeAt(j) === QUOTE) {
         const field = readQuoted(text, j);
-        if (keep) fields.push(field.value);
+        fields.push(field.value);
         problem ??= field.problem;
         quoted = true;
         i = field.end;
       } else {
         const end = nextFieldEnd(text, i);
-        if (keep) fields.push(text.slice(i, end).trim());
+        fields.push(text.slice(i, end).trim());
         i = end;
       }
-      if (fields.length === 1 && keep) keep = wanted(fields[0]!);
       if (text.charCodeAt(i) !== COMMA) break;
       i++;
-      if (!keep) {
-        i = skipFields(text, i);
-        skipped = true;
-        break;
-      }
     }
     const recordEnd = i;
     i = pastSeparator(text, recordEnd);
-    const blank = !quoted && !skipped && fields.length === 1 &&
-      fields[0] === "";
+    const blank = !quoted && fields.length === 1 && fields[0] === "";
     if (!blank) {
-      yield { fields, problem, text: text.slice(start, recordEnd), next: i };
+      return { fields, problem, text: text.slice(start, recordEnd), next: i };
     }
   }
+  return undefined;
+}
+
+/**
+ * The CSV records of `text` one at a time, as {@linkcode scanCsv} splits
+ * them: a caller that stops early does not pay for the rest.
+ */
+export function* csvRecords(text: string): Generator<CsvRecord> {
+  for (
+    let record = readRecord(text, 0);
+    record !== undefined;
+    record = readRecord(text, record.next)
+  ) yield record;
 }
 
 /**

@@ -6,7 +6,13 @@
  *
  * @module
  */
-import { csvField, type CsvRecord, csvRecords, skimRecords } from "./csv.ts";
+import {
+  csvField,
+  type CsvRecord,
+  csvRecords,
+  readRecord,
+  skimRecords,
+} from "./csv.ts";
 import { jsonTooDeep, MAX_JSON_DEPTH } from "./json_depth.ts";
 import { formatIPv6, parseIPv4, parseIPv6 } from "./ip.ts";
 
@@ -367,7 +373,7 @@ export function parseSmartRest(payload: string): ParseOutcome[] {
   }
   if (mayHold530 && at < payload.length) {
     const skimmed = skimRecords(payload, at, (start) => {
-      const record = csvRecords(payload, undefined, start).next().value;
+      const record = readRecord(payload, start);
       if (record === undefined) return payload.length;
       take(record);
       return record.next;
