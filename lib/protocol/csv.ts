@@ -100,25 +100,11 @@ function quotedEnd(text: string, open: number): number {
   }
 }
 
-/** A quote or a line end (from `lastIndex`): where skipping must look closer. */
-const QUOTE_OR_LINE_END = /["\r\n]/g;
-
 /**
- * Skips the fields of a record from `from` (the start of a field) to the
- * record's end, as {@linkcode csvRecords} splits them but without copying
- * anything: the index of the `\r` or `\n` that ends it, or the length.
- * A record without quotes ends at the next line end, found by the RegExp
- * engine; only one with a quote is walked field by field.
+ * Skips the fields of a record from `from` (the start of a field), one by
+ * one, as {@linkcode readRecord} splits them but without copying anything:
+ * the index of the `\r` or `\n` that ends the record, or the length.
  */
-function skipFields(text: string, from: number): number {
-  QUOTE_OR_LINE_END.lastIndex = from;
-  if (!QUOTE_OR_LINE_END.test(text)) return text.length;
-  const special = QUOTE_OR_LINE_END.lastIndex - 1;
-  if (text.charCodeAt(special) !== QUOTE) return special;
-  return walkFields(text, from);
-}
-
-/** {@linkcode skipFields} field by field, for a record with a quote in it. */
 function walkFields(text: string, from: number): number {
   let i = from;
   for (;;) {
@@ -142,53 +128,6 @@ function pastSeparator(text: string, end: number): number {
   return i;
 }
 
-/**
- * What {@linkcode readHead} saw of one record. Its first field is
- * classified, never copied: `"530"`; `"id"`, another SmartREST template id
- * (1-5 digits); `"other"`, anything else; `"quoted"`, a quoted first field
- * (read such a record with {@linkcode csvRecords}); `"blank"`, a record
- * that {@linkcode csvRecords} skips.
- */
-interface RecordHead {
-  kind: "530" | "id" | "other" | "quoted" | "blank";
-  /** Where the next record starts (not set for `"quoted"`). */
-  next: number;
-}
-
-/**
- * Reads the record that starts at `from` into `head` (reused, so that
- * walking thousands of records allocates nothing), classifying its first
- * field and skipping the rest: the bulk of a hostile payload costs a look
- * at each character and no copy.
- */
-function readHead(text: string, from: number, head: RecordHead): void {
-  let start = from;
-  while (start < text.length && isBlank(text.charCodeAt(start))) start++;
-  if (text.charCodeAt(start) === QUOTE) {
-    head.kind = "quoted";
-    return;
-  }
-  const fieldEnd = nextFieldEnd(text, start);
-  let end = fieldEnd; // trimmed as String.prototype.trim would
-  while (end > start && isBlank(text.charCodeAt(end - 1))) end--;
-  const length = end - start;
-  let digits = length > 0 && length <= 5;
-  for (let i = start; digits && i < end; i++) {
-    const code = text.charCodeAt(i);
-    digits = code >= 0x30 && code <= 0x39;
-  }
-  const more = text.charCodeAt(fieldEnd) === COMMA;
-  head.kind = !digits
-    ? (length === 0 && !more ? "blank" : "other")
-    : length === 3 && text.startsWith("530", start)
-    ? "530"
-    : "id";
-  head.next = pastSeparator(
-    text,
-    more ? skipFields(text, fieldEnd + 1) : fieldEnd,
-  );
-}
-
 /** Index of `char` in `text` at or after `from`, or the length. */
 function indexOrLength(text: string, char: string, from: number): number {
   const at = text.indexOf(char, from);
@@ -207,10 +146,10 @@ export interface Skimmed {
  * Walks the records of `text` from `from` for the few that matter: a
  * record whose first field is `530`, or is quoted, goes to `whole` (which
  * reads it and returns where the next record starts); every other record
- * is only counted, in one pass over its characters that copies nothing.
- * Splits as {@linkcode csvRecords} does; a record it cannot classify on
- * the fast path (blanks around its first field, a quote in a later field)
- * is read with {@linkcode readHead}.
+ * is only counted: its first field is classified in place, the rest is
+ * skipped to the line end found by `indexOf`, nothing is copied. Splits as
+ * {@linkcode readRecord} does (a record with a quote after its first field
+ * is walked field by field).
  */
 export function skimRecords(
   text: string,
@@ -218,56 +157,44 @@ export function skimRecords(
   whole: (start: number) => number,
 ): Skimmed {
   const skimmed: Skimmed = { others: 0, garbage: false };
-  const head: RecordHead = { kind: "blank", next: 0 };
   const n = text.length;
+  // The next quote and \r at or after the last search: rare, so each
+  // occurrence is searched for once, however many records lie before it.
   let quote = -1;
   let cr = -1;
+  /** The end of a record whose fields from `field` on are skipped. */
+  const restEnd = (field: number): number => {
+    if (quote < field) quote = indexOrLength(text, '"', field);
+    if (cr < field) cr = indexOrLength(text, "\r", field);
+    const end = Math.min(indexOrLength(text, "\n", field), cr);
+    return quote < end ? walkFields(text, field) : end;
+  };
   let i = from;
   while (i < n) {
-    // The first field: digits only (the common case) is classified here.
-    let k = i;
-    let digits = 0;
-    let plain = true;
-    let code = 0;
-    for (; k < n; k++) {
-      code = text.charCodeAt(k);
-      if (code === COMMA || code === LF || code === CR) break;
-      if (code >= 0x30 && code <= 0x39) digits++;
-      else {
-        plain = false;
-        break;
-      }
-    }
-    // The rest of the record: to its line end, unless a quote comes first
-    // (found by indexOf; the next quote and \r are remembered, as they are
-    // rare, so that each is searched for once).
-    let end = k;
-    if (plain && code === COMMA) {
-      if (quote <= k) quote = indexOrLength(text, '"', k + 1);
-      if (cr <= k) cr = indexOrLength(text, "\r", k + 1);
-      end = Math.min(indexOrLength(text, "\n", k + 1), cr);
-      if (quote < end) end = walkFields(text, k + 1);
-    }
-    if (!plain) {
-      readHead(text, i, head);
-      if (head.kind === "530" || head.kind === "quoted") {
-        i = whole(i);
-        continue;
-      }
-      i = head.next;
-      if (head.kind === "blank") continue;
-      skimmed.others++;
-      if (head.kind === "other") skimmed.garbage = true;
-      continue;
-    }
-    if (digits === 3 && text.startsWith("530", i)) {
+    let start = i;
+    while (start < n && isBlank(text.charCodeAt(start))) start++;
+    if (text.charCodeAt(start) === QUOTE) {
       i = whole(i);
       continue;
     }
-    i = pastSeparator(text, end);
-    if (digits === 0 && code !== COMMA) continue; // a blank line
+    const fieldEnd = nextFieldEnd(text, start);
+    let end = fieldEnd; // trimmed as String.prototype.trim would
+    while (end > start && isBlank(text.charCodeAt(end - 1))) end--;
+    const length = end - start;
+    let id = length > 0 && length <= 5; // a template id: 1-5 digits
+    for (let k = start; id && k < end; k++) {
+      const code = text.charCodeAt(k);
+      id = code >= 0x30 && code <= 0x39;
+    }
+    if (id && length === 3 && text.startsWith("530", start)) {
+      i = whole(i);
+      continue;
+    }
+    const more = text.charCodeAt(fieldEnd) === COMMA;
+    i = pastSeparator(text, more ? restEnd(fieldEnd + 1) : fieldEnd);
+    if (length === 0 && !more) continue; // a blank record
     skimmed.others++;
-    if (digits === 0 || digits > 5) skimmed.garbage = true;
+    if (!id) skimmed.garbage = true;
   }
   return skimmed;
 }
