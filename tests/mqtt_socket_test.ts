@@ -75,6 +75,15 @@ async function peerSeesClose(conn: Deno.Conn): Promise<boolean> {
   return true;
 }
 
+/** A brokerStream over `open` with no size limit (the filter passes everything). */
+function unguarded(open: () => Promise<Deno.Conn>) {
+  return brokerStream({
+    open,
+    maxPayloadBytes: Infinity,
+    onOversized: () => {},
+  });
+}
+
 Deno.test("an MQTT client over brokerStream closes at once on every end, forced or graceful, and mosquitto sees it go", async () => {
   const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-socket-" });
   const port = freePort();
@@ -131,11 +140,9 @@ Deno.test("an MQTT client over brokerStream closes at once on every end, forced 
 
 Deno.test("a reader held by backpressure: destroy() closes once and frees the connection", async () => {
   await using tcp = peer();
-  const stream = brokerStream({
-    open: () => Deno.connect({ hostname: "127.0.0.1", port: tcp.port }),
-    maxPayloadBytes: Infinity,
-    onOversized: () => {},
-  });
+  const stream = unguarded(() =>
+    Deno.connect({ hostname: "127.0.0.1", port: tcp.port })
+  );
   const closes = closeCounter(stream);
   const server = await tcp.accepted;
   // Nobody reads the stream: it buffers up to its high-water mark, then
@@ -156,11 +163,9 @@ Deno.test("a reader held by backpressure: destroy() closes once and frees the co
 
 Deno.test("a reader held by backpressure sees the peer's EOF once it reads again: all bytes, end, one close", async () => {
   await using tcp = peer();
-  const stream = brokerStream({
-    open: () => Deno.connect({ hostname: "127.0.0.1", port: tcp.port }),
-    maxPayloadBytes: Infinity,
-    onOversized: () => {},
-  });
+  const stream = unguarded(() =>
+    Deno.connect({ hostname: "127.0.0.1", port: tcp.port })
+  );
   const closes = closeCounter(stream);
   const server = await tcp.accepted;
   const total = 512 * 1024;
@@ -191,13 +196,9 @@ Deno.test("a reader held by backpressure sees the peer's EOF once it reads again
 Deno.test("brokerStream destroyed while its connection is still opening: one close, no connect, the connection closed once open", async () => {
   await using tcp = peer();
   const release = Promise.withResolvers<void>();
-  const stream = brokerStream({
-    open: async () => {
-      await release.promise;
-      return await Deno.connect({ hostname: "127.0.0.1", port: tcp.port });
-    },
-    maxPayloadBytes: Infinity,
-    onOversized: () => {},
+  const stream = unguarded(async () => {
+    await release.promise;
+    return await Deno.connect({ hostname: "127.0.0.1", port: tcp.port });
   });
   const closes = closeCounter(stream);
   let connected = false;
@@ -214,11 +215,7 @@ Deno.test("brokerStream destroyed while its connection is still opening: one clo
 
 Deno.test("brokerStream whose connection is refused: an error with a code, then one close", async () => {
   const port = freePort();
-  const stream = brokerStream({
-    open: () => Deno.connect({ hostname: "127.0.0.1", port }),
-    maxPayloadBytes: Infinity,
-    onOversized: () => {},
-  });
+  const stream = unguarded(() => Deno.connect({ hostname: "127.0.0.1", port }));
   const closes = closeCounter(stream);
   const failed = new Promise<Error & { code?: string }>((resolve) =>
     stream.once("error", resolve)
@@ -300,11 +297,7 @@ Deno.test("brokerStream queues the size filter's PUBACK behind a write in progre
 
 Deno.test("brokerStream sends a packet that MQTT.js writes in pieces (cork/uncork) in one write", async () => {
   const { conn, written, writes } = slowConn([], Infinity);
-  const stream = brokerStream({
-    open: () => Promise.resolve(conn),
-    maxPayloadBytes: Infinity,
-    onOversized: () => {},
-  });
+  const stream = unguarded(() => Promise.resolve(conn));
   const closed = closedEvent(stream);
   // A PUBLISH as mqtt-packet writes it: header, length, topic, payload.
   stream.cork();
