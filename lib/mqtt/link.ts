@@ -312,7 +312,7 @@ export class MqttLink implements AsyncDisposable {
   }
 
   /** One warning line per message over `mqtt.max_payload`, and nothing else. */
-  #onOversized(message: Pick<OversizedMessage, "topic" | "bytes">): void {
+  #onOversized(message: OversizedMessage): void {
     this.#options.log.warn(
       "dropped a {bytes}-byte message on {topic}: larger than mqtt.max_payload ({limit} bytes)",
       {
@@ -324,11 +324,7 @@ export class MqttLink implements AsyncDisposable {
   }
 
   #onMessage(topic: string, payload: Uint8Array): void {
-    // The guard keeps larger messages out; checked again before decoding.
-    if (payload.byteLength > this.#options.config.mqtt.maxPayloadBytes) {
-      this.#onOversized({ topic, bytes: payload.byteLength });
-      return;
-    }
+    // Nothing over mqtt.max_payload gets here: the guard skipped it on the socket.
     const text = this.#decoder.decode(payload);
     if (topic === this.topics.jwtResponse) {
       this.#onJwtMessage(text);
