@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  type InboundMessage,
   type OversizedMessage,
   pubAck,
   PublishSizeFilter,
@@ -29,7 +30,7 @@ function publish(
   ];
   const packet = new Uint8Array(head.length + payloadBytes);
   packet.set(head);
-  packet.fill(0x61, head.length);
+  for (let i = head.length; i < packet.length; i++) packet[i] = i & 0xff;
   return packet;
 }
 
@@ -43,21 +44,44 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Feeds `stream` to a filter in pieces cut at `cuts`; returns what passed and what was dropped. */
+/** A taken message, its payload copied (the filter's view is only valid during the call). */
+interface Taken {
+  readonly topic: string;
+  readonly payload: Uint8Array;
+  readonly qos: number;
+  readonly packetId: number;
+}
+
+/**
+ * Feeds `stream` to a filter in pieces cut at `cuts`; returns what passed,
+ * what was dropped and, with `take`, what was taken.
+ */
 function run(
   limit: number,
   stream: Uint8Array,
   cuts: readonly number[] = [],
-): { passed: Uint8Array; dropped: OversizedMessage[] } {
+  take = false,
+): { passed: Uint8Array; dropped: OversizedMessage[]; taken: Taken[] } {
   const dropped: OversizedMessage[] = [];
-  const filter = new PublishSizeFilter(limit, (m) => dropped.push(m));
+  const taken: Taken[] = [];
+  const onOversized = (m: OversizedMessage) => dropped.push(m);
+  const filter = new PublishSizeFilter(
+    limit,
+    take
+      ? {
+        onOversized,
+        take: (m: InboundMessage) =>
+          taken.push({ ...m, payload: m.payload.slice() }),
+      }
+      : onOversized,
+  );
   const out: Uint8Array[] = [];
   let from = 0;
   for (const cut of [...cuts].sort((a, b) => a - b).concat(stream.length)) {
     out.push(...filter.push(stream.subarray(from, cut)));
     from = cut;
   }
-  return { passed: concat(out), dropped };
+  return { passed: concat(out), dropped, taken };
 }
 
 Deno.test("PublishSizeFilter passes packets within the limit byte for byte", () => {
@@ -121,55 +145,126 @@ Deno.test("pubAck() encodes a PUBACK for the packet id", () => {
   assert.deepEqual(pubAck(0x0102), new Uint8Array([0x40, 2, 1, 2]));
 });
 
+/** Packets for the property tests: PUBLISH descriptions and raw other packets. */
+const anyPacket = fc.oneof(
+  fc.record({
+    topic: fc.string({ minLength: 1, maxLength: 40 }),
+    bytes: fc.integer({ min: 0, max: 700 }),
+    qos: fc.constantFrom(0 as const, 1 as const),
+    packetId: fc.integer({ min: 1, max: 65535 }),
+  }),
+  fc.constantFrom(
+    new Uint8Array([0x90, 0x03, 0, 1, 1]), // SUBACK
+    new Uint8Array([0x40, 0x02, 0, 5]), // PUBACK
+    new Uint8Array([0xd0, 0x00]), // PINGRESP
+  ),
+);
+type AnyPacket = typeof anyPacket extends fc.Arbitrary<infer T> ? T : never;
+
+function bytesOf(p: AnyPacket): Uint8Array {
+  return p instanceof Uint8Array
+    ? p
+    : publish(p.topic, p.bytes, p.qos, p.packetId);
+}
+
+/** The payload bytes of the PUBLISH that `p` describes. */
+function payloadOf(
+  p: Exclude<AnyPacket, Uint8Array>,
+): Uint8Array {
+  const packet = publish(p.topic, p.bytes, p.qos, p.packetId);
+  return packet.slice(packet.length - p.bytes);
+}
+
+function droppedOf(packets: AnyPacket[], limit: number): OversizedMessage[] {
+  return packets.flatMap((p) =>
+    p instanceof Uint8Array || p.bytes <= limit ? [] : [{
+      topic: p.topic,
+      bytes: p.bytes,
+      qos: p.qos,
+      packetId: p.qos > 0 ? p.packetId : 0,
+    }]
+  );
+}
+
 Deno.test("PublishSizeFilter: any packets, cut anywhere: exactly the small ones pass, the large ones are reported", () => {
   const limit = 300;
-  const packet = fc.oneof(
-    fc.record({
-      topic: fc.string({ minLength: 1, maxLength: 40 }),
-      bytes: fc.integer({ min: 0, max: 700 }),
-      qos: fc.constantFrom(0 as const, 1 as const),
-      packetId: fc.integer({ min: 1, max: 65535 }),
-    }),
-    fc.constantFrom(
-      new Uint8Array([0x90, 0x03, 0, 1, 1]), // SUBACK
-      new Uint8Array([0x40, 0x02, 0, 5]), // PUBACK
-      new Uint8Array([0xd0, 0x00]), // PINGRESP
-    ),
-  );
   fc.assert(
     fc.property(
-      fc.array(packet, { maxLength: 12 }),
+      fc.array(anyPacket, { maxLength: 12 }),
       fc.array(fc.nat(), { maxLength: 20 }),
       (packets, rawCuts) => {
-        const bytes = packets.map((p) =>
-          p instanceof Uint8Array
-            ? p
-            : publish(p.topic, p.bytes, p.qos, p.packetId)
-        );
-        const stream = concat(bytes);
+        const stream = concat(packets.map(bytesOf));
         const cuts = rawCuts.map((c) => c % (stream.length + 1));
         const { passed, dropped } = run(limit, stream, cuts);
         const expected = packets.filter((p) =>
           p instanceof Uint8Array || p.bytes <= limit
-        ).map((p) =>
-          p instanceof Uint8Array
-            ? p
-            : publish(p.topic, p.bytes, p.qos, p.packetId)
-        );
+        ).map(bytesOf);
         assert.deepEqual(passed, concat(expected));
+        assert.deepEqual(dropped, droppedOf(packets, limit));
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("PublishSizeFilter with take: any packets, cut anywhere: the small PUBLISHes are taken whole and in order, the rest pass, the large are reported", () => {
+  const limit = 300;
+  fc.assert(
+    fc.property(
+      fc.array(anyPacket, { maxLength: 12 }),
+      fc.array(fc.nat(), { maxLength: 20 }),
+      (packets, rawCuts) => {
+        const stream = concat(packets.map(bytesOf));
+        const cuts = rawCuts.map((c) => c % (stream.length + 1));
+        const { passed, dropped, taken } = run(limit, stream, cuts, true);
         assert.deepEqual(
-          dropped,
+          passed,
+          concat(packets.filter((p) => p instanceof Uint8Array)),
+        );
+        assert.deepEqual(
+          taken,
           packets.flatMap((p) =>
-            p instanceof Uint8Array || p.bytes <= limit ? [] : [{
+            p instanceof Uint8Array || p.bytes > limit ? [] : [{
               topic: p.topic,
-              bytes: p.bytes,
+              payload: payloadOf(p),
               qos: p.qos,
               packetId: p.qos > 0 ? p.packetId : 0,
             }]
           ),
         );
+        assert.deepEqual(dropped, droppedOf(packets, limit));
       },
     ),
     { numRuns: 300 },
   );
+});
+
+Deno.test("PublishSizeFilter with take: a PUBLISH whole in one chunk is handed over as a view into it (no copy)", () => {
+  const chunk = concat([publish("c8y/s/ds", 50, 1, 9), publish("t", 5, 0)]);
+  const views: Uint8Array[] = [];
+  const filter = new PublishSizeFilter(100, {
+    onOversized: () => {},
+    take: (m) => views.push(m.payload),
+  });
+  assert.deepEqual(filter.push(chunk), []);
+  assert.equal(views.length, 2);
+  for (const view of views) assert.equal(view.buffer, chunk.buffer);
+});
+
+Deno.test("PublishSizeFilter with take: a QoS 2 PUBLISH passes through (the client runs its exchange)", () => {
+  const qos2 = publish("c8y/s/ds", 10, 1, 3);
+  qos2[0] = 0x34; // QoS 2
+  const { passed, taken } = run(100, qos2, [3], true);
+  assert.deepEqual(passed, qos2);
+  assert.deepEqual(taken, []);
+});
+
+Deno.test("PublishSizeFilter with take: a PUBLISH whose topic runs past its packet goes to the client, and then everything does", () => {
+  const bad = new Uint8Array([0x30, 0x03, 0x00, 0x09, 0x61]); // topic of 9 bytes in 3
+  const next = publish("t", 2, 0);
+  for (const cuts of [[], [2], [4]]) {
+    const { passed, taken } = run(100, concat([bad, next]), cuts, true);
+    assert.deepEqual(passed, concat([bad, next]));
+    assert.deepEqual(taken, []);
+  }
 });

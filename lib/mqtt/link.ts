@@ -14,7 +14,7 @@ import { deadline, settlesWithin } from "../util/deadline.ts";
 import { brokerName, brokerOptions } from "./broker.ts";
 import { jwtExpiry, parseJwtAnswer } from "./jwt.ts";
 import { type Topics, topicsFor } from "./topics.ts";
-import type { OversizedMessage } from "./size_guard.ts";
+import type { InboundMessage, OversizedMessage } from "./size_guard.ts";
 import { brokerStream } from "./socket.ts";
 
 /** A message from a subscribed topic. */
@@ -48,6 +48,11 @@ export type MqttConnectOptions = mqtt.IClientOptions & {
   readonly guard?: {
     readonly maxPayloadBytes: number;
     readonly onOversized: (message: OversizedMessage) => void;
+    /**
+     * Take every other QoS 0/1 message here, straight from the socket's
+     * read buffer, instead of MQTT.js's "message" event (socket.ts).
+     */
+    readonly onMessage?: (message: InboundMessage) => void;
   };
 };
 
@@ -79,6 +84,7 @@ export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
       open: connect,
       maxPayloadBytes: guard?.maxPayloadBytes ?? Infinity,
       onOversized: guard?.onOversized ?? (() => {}),
+      ...(guard?.onMessage ? { onMessage: guard.onMessage } : {}),
     });
   const client = new MqttClient(open as never, {
     ...rest,
@@ -198,6 +204,7 @@ export class MqttLink implements AsyncDisposable {
       guard: {
         maxPayloadBytes: settings.maxPayloadBytes,
         onOversized: (message) => this.#onOversized(message),
+        onMessage: (message) => this.#onMessage(message.topic, message.payload),
       },
       ...(options.health
         ? {
@@ -238,10 +245,6 @@ export class MqttLink implements AsyncDisposable {
         error: error.message,
       });
     });
-    this.#client.on(
-      "message",
-      (topic, payload) => this.#onMessage(topic, payload),
-    );
   }
 
   /** Starts connecting (in the background; it retries until closed). */
@@ -325,6 +328,7 @@ export class MqttLink implements AsyncDisposable {
 
   #onMessage(topic: string, payload: Uint8Array): void {
     // Nothing over mqtt.max_payload gets here: the guard skipped it on the socket.
+    if (this.#closing) return;
     const text = this.#decoder.decode(payload);
     if (topic === this.topics.jwtResponse) {
       this.#onJwtMessage(text);

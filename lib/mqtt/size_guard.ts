@@ -28,6 +28,17 @@ export interface OversizedMessage {
   readonly packetId: number;
 }
 
+/** A PUBLISH that the filter handed to its `take` handler. */
+export interface InboundMessage {
+  /** Topic name (decoded as UTF-8). */
+  readonly topic: string;
+  /** Payload: a view into the read buffer, valid only during the call. */
+  readonly payload: Uint8Array;
+  readonly qos: number;
+  /** Packet id (QoS 1), else 0. */
+  readonly packetId: number;
+}
+
 const PUBLISH = 3;
 
 /** Decodes the topic of a skipped message (one decoder: making one per message costs). */
@@ -40,6 +51,13 @@ type State =
   | { readonly kind: "pass"; left: number }
   /** Collecting the variable header of a large PUBLISH to decide. */
   | { readonly kind: "inspect"; readonly remaining: number }
+  /** Collecting a PUBLISH that goes to `take` (`packet`: its variable header and payload). */
+  | {
+    readonly kind: "collect";
+    readonly flags: number;
+    readonly packet: Uint8Array;
+    filled: number;
+  }
   /** Skipping `left` more bytes of an oversized PUBLISH. */
   | { readonly kind: "skip"; left: number }
   /** The stream is not MQTT as expected: pass everything (the client fails it). */
@@ -67,24 +85,75 @@ function wholeHeader(
 }
 
 /**
+ * The message in a PUBLISH's variable header and payload (`body`), with
+ * fixed-header flags `flags`; undefined when the topic and packet id do not
+ * fit in it (the client then fails the connection).
+ */
+function publishOf(
+  flags: number,
+  body: Uint8Array,
+): InboundMessage | undefined {
+  const qos = (flags >> 1) & 3;
+  if (body.length < 2) return undefined;
+  const topicLength = (body[0]! << 8) | body[1]!;
+  const payloadStart = 2 + topicLength + (qos > 0 ? 2 : 0);
+  if (payloadStart > body.length) return undefined;
+  return {
+    topic: TOPIC_DECODER.decode(body.subarray(2, 2 + topicLength)),
+    payload: body.subarray(payloadStart),
+    qos,
+    packetId: qos > 0
+      ? (body[2 + topicLength]! << 8) | body[3 + topicLength]!
+      : 0,
+  };
+}
+
+/** What {@linkcode PublishSizeFilter} tells its owner. */
+export interface PublishSizeFilterHandlers {
+  /** Each PUBLISH whose payload is over the limit (its payload skipped). */
+  readonly onOversized: (message: OversizedMessage) => void;
+  /**
+   * When given, every other QoS 0 or 1 PUBLISH comes here instead of
+   * through (the caller acknowledges a QoS 1 one): the client never parses
+   * or buffers a message. Its payload is a view into the read buffer, valid
+   * only during the call. Without it, such a PUBLISH passes through.
+   */
+  readonly take?: (message: InboundMessage) => void;
+}
+
+/**
  * Incremental filter over the bytes a broker sends: `push()` takes each
- * chunk as it arrives and returns the bytes to hand on, calling
- * `onOversized` for each PUBLISH whose payload exceeds `maxPayloadBytes`.
- * It holds at most a fixed header (5 bytes) plus a topic (64 KiB) at a time.
+ * chunk as it arrives and returns the bytes to hand on, reporting each
+ * PUBLISH whose payload exceeds `maxPayloadBytes` and, with `take`, handing
+ * over every other QoS 0/1 PUBLISH. It holds at most a fixed header (5
+ * bytes) plus a topic (64 KiB) of an oversized message, and one taken
+ * message (at most `maxPayloadBytes` plus its topic) while its packet is
+ * cut across chunks.
  */
 export class PublishSizeFilter {
   readonly #limit: number;
   readonly #onOversized: (message: OversizedMessage) => void;
+  readonly #take: ((message: InboundMessage) => void) | undefined;
   #state: State = { kind: "header" };
   /** Bytes of the current packet held back while its fate is open. */
   #held: Uint8Array = new Uint8Array(0);
 
   constructor(
     maxPayloadBytes: number,
-    onOversized: (message: OversizedMessage) => void,
+    handlers: PublishSizeFilterHandlers | ((message: OversizedMessage) => void),
   ) {
+    const { onOversized, take } = typeof handlers === "function"
+      ? { onOversized: handlers, take: undefined }
+      : handlers;
     this.#limit = maxPayloadBytes;
     this.#onOversized = onOversized;
+    this.#take = take;
+  }
+
+  /** True for a PUBLISH (its fixed-header byte `first`) that goes to `take`. */
+  #taken(first: number): boolean {
+    return this.#take !== undefined && first >> 4 === PUBLISH &&
+      ((first >> 1) & 3) < 2;
   }
 
   /**
@@ -123,10 +192,26 @@ export class PublishSizeFilter {
           if (state.left === 0) this.#state = { kind: "header" };
           break;
         }
+        case "collect": {
+          flush();
+          const n = Math.min(
+            state.packet.length - state.filled,
+            chunk.length - at,
+          );
+          state.packet.set(chunk.subarray(at, at + n), state.filled);
+          state.filled += n;
+          at += n;
+          if (state.filled === state.packet.length) {
+            this.#state = { kind: "header" };
+            this.#deliver(state.flags, state.packet, out);
+          }
+          break;
+        }
         case "header": {
           const header = this.#held.length === 0
             ? wholeHeader(chunk, at)
             : undefined;
+          const first = chunk[at]!;
           if (header === undefined) {
             // The header is cut by the chunk's end: collect it byte by byte.
             flush();
@@ -134,12 +219,28 @@ export class PublishSizeFilter {
           } else if (header === "malformed") {
             this.#state = { kind: "broken" };
           } else if (
-            chunk[at]! >> 4 === PUBLISH && header.remaining > this.#limit
+            first >> 4 === PUBLISH && header.remaining > this.#limit
           ) {
             flush();
             this.#hold(chunk, at, at + header.length);
             at += header.length;
             this.#state = { kind: "inspect", remaining: header.remaining };
+          } else if (this.#taken(first)) {
+            flush();
+            at += header.length;
+            const end = at + header.remaining;
+            if (end <= chunk.length) {
+              // The whole packet is in this chunk: read in place, no copy.
+              this.#deliver(first, chunk.subarray(at, end), out);
+              at = end;
+            } else {
+              this.#state = {
+                kind: "collect",
+                flags: first,
+                packet: new Uint8Array(header.remaining),
+                filled: 0,
+              };
+            }
           } else {
             if (run < 0) run = at;
             at += header.length;
@@ -159,6 +260,20 @@ export class PublishSizeFilter {
     return out;
   }
 
+  /** Hands a taken PUBLISH over, or passes it on when it is malformed (the client fails it). */
+  #deliver(flags: number, body: Uint8Array, out: Uint8Array[]): void {
+    const message = publishOf(flags, body);
+    if (message !== undefined) {
+      this.#take!(message);
+      return;
+    }
+    out.push(
+      new Uint8Array([flags, ...remainingLength(body.length)]),
+      body.slice(),
+    );
+    this.#state = { kind: "broken" };
+  }
+
   #hold(chunk: Uint8Array, from: number, to: number): void {
     const held = new Uint8Array(this.#held.length + (to - from));
     held.set(this.#held);
@@ -169,6 +284,32 @@ export class PublishSizeFilter {
   #release(out: Uint8Array[]): void {
     if (this.#held.length > 0) out.push(this.#held);
     this.#held = new Uint8Array(0);
+  }
+
+  /**
+   * Continues with a PUBLISH that is not skipped, whose first `length`
+   * bytes (fixed header and maybe some of the variable header) are held:
+   * collected for `take`, or passed on.
+   */
+  #accept(length: number, remaining: number, out: Uint8Array[]): void {
+    const held = this.#held;
+    const first = held[0]!;
+    const have = held.length - length;
+    if (!this.#taken(first)) {
+      this.#release(out);
+      this.#state = remaining === have
+        ? { kind: "header" }
+        : { kind: "pass", left: remaining - have };
+      return;
+    }
+    this.#held = new Uint8Array(0);
+    const packet = new Uint8Array(remaining);
+    packet.set(held.subarray(length));
+    this.#state = { kind: "collect", flags: first, packet, filled: have };
+    if (have === remaining) {
+      this.#state = { kind: "header" };
+      this.#deliver(first, packet, out);
+    }
   }
 
   /** Takes header bytes one at a time until the remaining length is known. */
@@ -194,6 +335,8 @@ export class PublishSizeFilter {
       const type = held[0]! >> 4;
       if (type === PUBLISH && remaining > this.#limit) {
         this.#state = { kind: "inspect", remaining };
+      } else if (type === PUBLISH) {
+        this.#accept(held.length, remaining, out);
       } else {
         this.#release(out);
         this.#state = remaining === 0
@@ -205,7 +348,7 @@ export class PublishSizeFilter {
     return at;
   }
 
-  /** Collects topic (and packet id) of a large PUBLISH, then passes or skips it. */
+  /** Collects topic (and packet id) of a large PUBLISH, then takes, passes or skips it. */
   #inspect(
     chunk: Uint8Array,
     at: number,
@@ -239,10 +382,7 @@ export class PublishSizeFilter {
     if (got < varHeader) return at;
     const bytes = remaining - varHeader;
     if (bytes <= this.#limit) {
-      this.#release(out);
-      this.#state = bytes === 0
-        ? { kind: "header" }
-        : { kind: "pass", left: bytes };
+      this.#accept(headerLength, remaining, out);
       return at;
     }
     const topicStart = headerLength + 2;

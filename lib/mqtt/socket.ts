@@ -13,6 +13,7 @@
 import { Buffer } from "node:buffer";
 import { Duplex } from "node:stream";
 import {
+  type InboundMessage,
   type OversizedMessage,
   pubAck,
   PublishSizeFilter,
@@ -29,6 +30,14 @@ export interface BrokerStreamOptions {
   readonly maxPayloadBytes: number;
   /** Told about each skipped message (a QoS 1 one is acknowledged here). */
   readonly onOversized: (message: OversizedMessage) => void;
+  /**
+   * When given, every other QoS 0/1 message comes here straight from the
+   * read buffer, and a QoS 1 one is acknowledged here once it returns: the
+   * MQTT client sees only the other packets (CONNACK, SUBACK, PUBACK,
+   * PINGRESP), so a message costs no copy, no stream and no packet object.
+   * The payload is valid only during the call.
+   */
+  readonly onMessage?: (message: InboundMessage) => void;
 }
 
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
@@ -71,9 +80,26 @@ export function brokerStream(
     writing = sent.catch(() => {});
     return sent;
   };
-  const filter = new PublishSizeFilter(options.maxPayloadBytes, (message) => {
+  const acknowledge = (message: { qos: number; packetId: number }) => {
     if (message.qos === 1) send(pubAck(message.packetId)).catch(() => {});
-    options.onOversized(message);
+  };
+  const { onMessage } = options;
+  const filter = new PublishSizeFilter(options.maxPayloadBytes, {
+    onOversized: (message) => {
+      acknowledge(message);
+      options.onOversized(message);
+    },
+    ...(onMessage
+      ? {
+        take: (message: InboundMessage) => {
+          try {
+            onMessage(message);
+          } finally {
+            acknowledge(message);
+          }
+        },
+      }
+      : {}),
   });
   const stream = new Duplex({
     // The broker's EOF ends our side too (then "close"), as a net.Socket does.
