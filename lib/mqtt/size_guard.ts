@@ -11,6 +11,13 @@
  * not send it again). socket.ts applies the filter to the client's
  * connection.
  *
+ * The daemon's link goes one step further and gives the filter a `take`
+ * handler: then every QoS 0/1 PUBLISH within the limit is read here and
+ * handed over as topic and payload view, and the client sees only the
+ * other packets. Under a flood of small messages, MQTT.js's way of reading
+ * one (stream, buffer list, packet object, events) cost a third of the
+ * agent's time (docs/hostile-mqtt.md).
+ *
  * (MQTT 5's CONNECT property Maximum Packet Size would make a broker drop
  * such messages itself, but the embedded aedes broker of the demo and tests
  * speaks only 3.1.1, and a filter here needs nothing from the broker.)
