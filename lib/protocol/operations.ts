@@ -262,24 +262,8 @@ function isTemplateId(text: string): boolean {
   return true;
 }
 
-/**
- * An ignored outcome. A reason that quotes the payload may be given as a
- * function: it is then built only when read (most are never logged: a
- * flood of them meets the log budget, agent.ts).
- */
-function ignored(
-  reason: string | (() => string),
-  quiet: boolean,
-): ParseOutcome {
-  if (typeof reason === "string") return { kind: "ignored", reason, quiet };
-  let built: string | undefined;
-  return {
-    kind: "ignored",
-    get reason() {
-      return built ??= reason();
-    },
-    quiet,
-  };
+function ignored(reason: string, quiet: boolean): ParseOutcome {
+  return { kind: "ignored", reason, quiet };
 }
 
 /** True when {@linkcode parse530} would ignore `record` (cheaper: no reason text). */
@@ -292,21 +276,18 @@ function unusable530(record: CsvRecord): boolean {
 function parse530(record: CsvRecord): ParseOutcome {
   if (record.problem !== undefined) {
     return ignored(
-      () => `malformed 530 record (${record.problem}): ${show(record.text)}`,
+      `malformed 530 record (${record.problem}): ${show(record.text)}`,
       false,
     );
   }
   const [, deviceId = "", host = "", port = "", key = ""] = record.fields;
   const badDevice = deviceIdProblem(deviceId);
   if (badDevice !== undefined) {
-    return ignored(
-      () => `530 record with ${badDevice}: ${show(record.text)}`,
-      false,
-    );
+    return ignored(`530 record with ${badDevice}: ${show(record.text)}`, false);
   }
   if (key === "") {
     return ignored(
-      () => `530 record without a connection key: ${show(record.text)}`,
+      `530 record without a connection key: ${show(record.text)}`,
       false,
     );
   }
@@ -369,10 +350,7 @@ export function parseSmartRest(payload: string): ParseOutcome[] {
             `SmartREST template ${template} is not a remote access request`,
             true,
           )
-          : ignored(
-            () => `not a SmartREST record: ${show(record.text)}`,
-            false,
-          ),
+          : ignored(`not a SmartREST record: ${show(record.text)}`, false),
       );
     }
     return others < MAX_OTHER_RECORDS;
@@ -499,22 +477,16 @@ export function parseJsonOperation(payload: string): ParseOutcome {
   // Only an object can be an operation: anything else is not parsed (a
   // failing JSON.parse costs an exception, and garbage is what fails).
   if (payload.trimStart().charCodeAt(0) !== 0x7b) {
-    return ignored(
-      () => `JSON operation is not an object: ${show(payload)}`,
-      false,
-    );
+    return ignored(`JSON operation is not an object: ${show(payload)}`, false);
   }
   let operation: unknown;
   try {
     operation = JSON.parse(payload);
   } catch {
-    return ignored(() => `invalid JSON operation: ${show(payload)}`, false);
+    return ignored(`invalid JSON operation: ${show(payload)}`, false);
   }
   if (!isObject(operation)) {
-    return ignored(
-      () => `JSON operation is not an object: ${show(payload)}`,
-      false,
-    );
+    return ignored(`JSON operation is not an object: ${show(payload)}`, false);
   }
   if (!Object.hasOwn(operation, OPERATION_NAME)) {
     return ignored(
