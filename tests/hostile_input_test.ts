@@ -296,47 +296,84 @@ Deno.test("parseSmartRest() on random payloads: never throws, outcomes bounded i
 function expectedSmartRest(payload: string) {
   const served: ParseOutcome[] = [];
   let others = 0;
+  let loud = false; // some record is garbage or an unusable 530
   for (const record of scanCsv(payload)) {
     const [outcome] = parseSmartRest(record.text);
     if (outcome !== undefined && outcome.kind !== "ignored") {
       served.push(outcome);
-    } else others++;
+    } else {
+      others++;
+      loud ||= outcome?.kind === "ignored" && !outcome.quiet;
+    }
   }
-  return { served, others };
+  return { served, others, loud };
 }
 
 /** Payloads of many records built to hit every path of the skimmer. */
-const manyRecords = fc.array(
-  fc.oneof(
-    fc.constantFrom(
-      "530,dev,127.0.0.1,22,key",
-      "530,dev",
-      " 530 ,dev,127.0.0.1,22,key",
-      '"530",dev,127.0.0.1,22,key',
-      '533,dev,"a,\n530,x,127.0.0.1,22,k","b"',
-      '533,dev,x"y,530',
-      "511,dev,echo",
-      "511 ,dev",
-      "",
-      " ",
-      ",",
-      ",530",
-      "123456,x",
-      "garbage ~~~",
-      '"unterminated,530',
-      '530,dev,"127.0.0.1" x,22,key',
-    ),
-    fc.string({ maxLength: 12 }),
-  ),
-  { minLength: 0, maxLength: 60 },
-).chain((records) =>
-  fc.array(fc.constantFrom("\n", "\r\n", "\r"), {
+/** Records of other templates: quiet, whichever way the skimmer reads them. */
+const TEMPLATE_RECORDS = [
+  "511,dev,echo",
+  "511 ,dev",
+  '533,dev,"a","b"',
+  '533,dev,"a,\n530,x,127.0.0.1,22,k","b"',
+  '533,dev,x"y,530',
+  '511,"a"" ',
+  '511, "a" ,"b""c"',
+  "5300,x",
+  "530,dev,127.0.0.1,22,key",
+];
+
+/** Records that are odd in some way (garbage, unusable, quoted, blank). */
+const ODD_RECORDS = [
+  "530,dev",
+  " 530 ,dev,127.0.0.1,22,key",
+  '"530",dev,127.0.0.1,22,key',
+  "",
+  " ",
+  ",",
+  ",530",
+  "123456,x",
+  "garbage ~~~",
+  '"unterminated,530',
+  '530,dev,"127.0.0.1" x,22,key',
+  '511,"a""',
+  '511,x,"',
+  '511,x, "',
+  '511,x"',
+  '511,"a,b"x"',
+  'garbage "x",530',
+  ' "511",x',
+];
+
+/** Joins records, each followed by a random separator. */
+function joinRecords(records: string[]) {
+  return fc.array(fc.constantFrom("\n", "\r\n", "\r"), {
     minLength: records.length,
     maxLength: records.length,
   }).map((separators) =>
     records.map((record, i) => record + separators[i]).join("")
-  )
-);
+  );
+}
+
+/**
+ * Payloads of many records built to hit every path of the skimmer: any mix,
+ * or other templates with at most one odd record (so that the summary's
+ * quiet flag depends on that one record).
+ */
+const manyRecords = fc.oneof(
+  fc.array(
+    fc.oneof(
+      fc.constantFrom(...TEMPLATE_RECORDS, ...ODD_RECORDS),
+      fc.string({ maxLength: 12 }),
+    ),
+    { minLength: 0, maxLength: 60 },
+  ),
+  fc.tuple(
+    fc.array(fc.constantFrom(...TEMPLATE_RECORDS), { maxLength: 30 }),
+    fc.oneof(fc.constantFrom(...ODD_RECORDS), fc.string({ maxLength: 12 })),
+    fc.nat(30),
+  ).map(([records, odd, at]) => records.toSpliced(at, 0, odd)),
+).chain(joinRecords);
 
 Deno.test("parseSmartRest() skims records past the first few exactly as scanning them whole would", () => {
   fc.assert(
@@ -355,6 +392,10 @@ Deno.test("parseSmartRest() skims records past the first few exactly as scanning
         const counted = Math.min(expected.others, MAX_OTHER_RECORDS) +
           Number(summary?.[1] ?? 0);
         assert.equal(counted, expected.others, payload);
+        if (summary !== null) {
+          // Quiet only when every record was another template.
+          assert.equal(ignored.at(-1)?.quiet, !expected.loud, payload);
+        }
       }
     }),
     { numRuns: 1000 },

@@ -100,38 +100,92 @@ function quotedEnd(text: string, open: number): number {
   }
 }
 
-/**
- * Skips the fields of a record from `from` (the start of a field), one by
- * one, as {@linkcode readRecord} splits them but without copying anything:
- * the index of the `\r` or `\n` that ends the record, or the length.
- */
-function walkFields(text: string, from: number): number {
-  let i = from;
-  for (;;) {
-    let j = i;
-    while (j < text.length && isBlank(text.charCodeAt(j))) j++;
-    i = text.charCodeAt(j) === QUOTE
-      ? quotedEnd(text, j)
-      : nextFieldEnd(text, i);
-    if (text.charCodeAt(i) !== COMMA) return i;
-    i++;
-  }
-}
-
 /** Index just past the separator (`\n`, `\r\n` or `\r`) of a record that ends at `end`. */
 function pastSeparator(text: string, end: number): number {
-  let i = end;
-  if (text.charCodeAt(i) === CR) i++;
-  if (
-    text.charCodeAt(i) === LF && (i === end || text.charCodeAt(i - 1) === CR)
-  ) i++;
-  return i;
+  const code = text.charCodeAt(end);
+  if (code === LF) return end + 1;
+  if (code !== CR) return end;
+  return text.charCodeAt(end + 1) === LF ? end + 2 : end + 1;
 }
 
-/** Index of `char` in `text` at or after `from`, or the length. */
-function indexOrLength(text: string, char: string, from: number): number {
-  const at = text.indexOf(char, from);
+/** Index of `search` in `text` at or after `from`, or the length. */
+function indexOrLength(text: string, search: string, from: number): number {
+  const at = text.indexOf(search, from);
   return at < 0 ? text.length : at;
+}
+
+/** Whether `text` has `530` at `at` (cheaper than `startsWith`). */
+function startsWith530(text: string, at: number): boolean {
+  return text.charCodeAt(at) === 0x35 && text.charCodeAt(at + 1) === 0x33 &&
+    text.charCodeAt(at + 2) === 0x30;
+}
+
+/**
+ * Where the next `\n`, `\r`, quote and comma are in a text, for a
+ * scan that only moves forward: each is found by one `indexOf` (native, far
+ * cheaper than reading characters one by one) and kept until the scan
+ * passes it, however many records lie before it.
+ */
+class Marks {
+  private lf = -1;
+  private cr = -1;
+  private quoteAt = -1;
+  private commaAt = -1;
+
+  constructor(readonly text: string) {}
+
+  /** Where the line that holds `at` ends: its `\r` or `\n`, or the length. */
+  lineEnd(at: number): number {
+    if (this.lf < at) this.lf = indexOrLength(this.text, "\n", at);
+    if (this.cr < at) this.cr = indexOrLength(this.text, "\r", at);
+    return this.lf < this.cr ? this.lf : this.cr;
+  }
+
+  /** The first quote at or after `at` (or the length). */
+  quote(at: number): number {
+    if (this.quoteAt < at) this.quoteAt = indexOrLength(this.text, '"', at);
+    return this.quoteAt;
+  }
+
+  /** Where the unquoted field around `at` ends: its `,`, `\r` or `\n`, or the length. */
+  fieldEnd(at: number): number {
+    if (this.commaAt < at) this.commaAt = indexOrLength(this.text, ",", at);
+    const end = this.lineEnd(at);
+    return this.commaAt < end ? this.commaAt : end;
+  }
+
+  /**
+   * Where the record ends (its `\r` or `\n`, or the length) whose fields
+   * from `at` on are skipped; `at` lies in an unquoted field or at the comma
+   * after one. That is the line end unless a quoted field runs past it; the
+   * quotes on the way are visited, not the characters.
+   */
+  recordEnd(at: number): number {
+    const text = this.text;
+    let end = this.lineEnd(at);
+    let quote = this.quote(at);
+    if (quote < end) {
+      // The usual case: after a character that is not a quote, comma or
+      // blank, the line's last quote closes a quoted field or is plain text
+      // (never an opening quote or half of a ""), so no field stays open.
+      let last = end - 1;
+      while (text.charCodeAt(last) !== QUOTE) last--;
+      const before = text.charCodeAt(last - 1);
+      if (before !== QUOTE && before !== COMMA && !isBlank(before)) return end;
+    }
+    while (quote < end) {
+      // A quote opens a field when only blanks lie between it and a comma.
+      let before = quote - 1;
+      while (isBlank(text.charCodeAt(before))) before--;
+      const field = text.charCodeAt(before) === COMMA
+        ? quotedEnd(text, quote)
+        : this.fieldEnd(quote);
+      if (text.charCodeAt(field) !== COMMA) return field;
+      end = this.lineEnd(field);
+      quote = this.quote(field);
+    }
+    return end;
+  }
 }
 
 /** What {@linkcode skimRecords} counted. */
@@ -146,57 +200,56 @@ export interface Skimmed {
  * Walks the records of `text` from `from` for the few that matter: a
  * record whose first field is `530`, or is quoted, goes to `whole` (which
  * reads it and returns where the next record starts); every other record
- * is only counted: its first field is classified in place, the rest is
- * skipped to the line end found by `indexOf`, nothing is copied. Splits as
- * {@linkcode readRecord} does (a record with a quote after its first field
- * is walked field by field).
+ * is only counted, nothing is copied. Its first field is classified in
+ * place (once garbage is seen, only when its line holds `530` or it starts
+ * with a quote or a blank), and its end found from the quotes on its line
+ * ({@linkcode Marks}). Splits as {@linkcode readRecord} does.
  */
 export function skimRecords(
   text: string,
   from: number,
   whole: (start: number) => number,
 ): Skimmed {
-  const skimmed: Skimmed = { others: 0, garbage: false };
-  const n = text.length;
-  // The next quote and \r at or after the last search: rare, so each
-  // occurrence is searched for once, however many records lie before it.
-  let quote = -1;
-  let cr = -1;
-  /** The end of a record whose fields from `field` on are skipped. */
-  const restEnd = (field: number): number => {
-    if (quote < field) quote = indexOrLength(text, '"', field);
-    if (cr < field) cr = indexOrLength(text, "\r", field);
-    const end = Math.min(indexOrLength(text, "\n", field), cr);
-    return quote < end ? walkFields(text, field) : end;
-  };
+  let others = 0;
+  let garbage = false;
+  const marks = new Marks(text);
   let i = from;
-  while (i < n) {
-    let start = i;
-    while (start < n && isBlank(text.charCodeAt(start))) start++;
-    if (text.charCodeAt(start) === QUOTE) {
-      i = whole(i);
-      continue;
+  while (i < text.length) {
+    const end = marks.lineEnd(i);
+    let k = i; // the end of the first field, once it is classified
+    let code = text.charCodeAt(k);
+    const classify = !garbage || i === end || code === QUOTE ||
+      isBlank(code) || startsWith530(text, i);
+    if (classify) {
+      while (k < end && isBlank(code)) code = text.charCodeAt(++k);
+      if (code === QUOTE) {
+        i = whole(i);
+        continue;
+      }
+      const start = k;
+      let value = 0;
+      while (code >= 0x30 && code <= 0x39) {
+        value = value * 10 + code - 0x30;
+        code = text.charCodeAt(++k);
+      }
+      const digits = k - start;
+      while (k < end && isBlank(code)) code = text.charCodeAt(++k);
+      const more = k < end && code !== COMMA; // text after the digits
+      if (!more && digits === 3 && value === 530) {
+        i = whole(i);
+        continue;
+      }
+      if (!more && digits === 0 && k === end) { // a blank record
+        i = pastSeparator(text, end);
+        continue;
+      }
+      if (more) k = marks.fieldEnd(k);
+      if (more || digits === 0 || digits > 5) garbage = true;
     }
-    const fieldEnd = nextFieldEnd(text, start);
-    let end = fieldEnd; // trimmed as String.prototype.trim would
-    while (end > start && isBlank(text.charCodeAt(end - 1))) end--;
-    const length = end - start;
-    let id = length > 0 && length <= 5; // a template id: 1-5 digits
-    for (let k = start; id && k < end; k++) {
-      const code = text.charCodeAt(k);
-      id = code >= 0x30 && code <= 0x39;
-    }
-    if (id && length === 3 && text.startsWith("530", start)) {
-      i = whole(i);
-      continue;
-    }
-    const more = text.charCodeAt(fieldEnd) === COMMA;
-    i = pastSeparator(text, more ? restEnd(fieldEnd + 1) : fieldEnd);
-    if (length === 0 && !more) continue; // a blank record
-    skimmed.others++;
-    if (!id) skimmed.garbage = true;
+    i = pastSeparator(text, marks.quote(k) < end ? marks.recordEnd(k) : end);
+    others++;
   }
-  return skimmed;
+  return { others, garbage };
 }
 
 /** Splits text into CSV records, leniently, noting what is malformed. */
