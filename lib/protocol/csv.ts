@@ -201,9 +201,10 @@ export interface Skimmed {
  * record whose first field is `530`, or is quoted, goes to `whole` (which
  * reads it and returns where the next record starts); every other record
  * is only counted, nothing is copied. Its first field is classified in
- * place (once garbage is seen, only when its line holds `530` or it starts
- * with a quote or a blank), and its end found from the quotes on its line
- * ({@linkcode Marks}). Splits as {@linkcode readRecord} does.
+ * place (once garbage is seen, only when the record starts with `530`, a
+ * quote or a blank: any other one can only be counted), and its end found
+ * from the quotes on its line ({@linkcode Marks}). Splits as
+ * {@linkcode readRecord} does.
  */
 export function skimRecords(
   text: string,
@@ -234,7 +235,7 @@ export function skimRecords(
       }
       const digits = k - start;
       while (k < end && isBlank(code)) code = text.charCodeAt(++k);
-      const more = k < end && code !== COMMA; // text after the digits
+      const more = k < end && code !== COMMA; // other text in the field
       if (!more && digits === 3 && value === 530) {
         i = whole(i);
         continue;
