@@ -1214,11 +1214,17 @@ export function floodReport(results: PhaseResult[], plan: FloodPlan): string {
     "",
     table(["target", "measured", "limit", "result"], targets),
     "",
-    ...results.flatMap((r) =>
-      [...r.probes, r.last].filter((p) => p.error).slice(0, 3).map((p) =>
-        `- ${r.name}: ${p.error}`
-      )
-    ),
+    ...results.flatMap((r) => {
+      const failed = r.probes.flatMap((p, i) => p.error ? [i + 1] : []);
+      return [
+        ...(failed.length > 0
+          ? [`- ${r.name}: requests not served: probe-${failed.join(", ")}`]
+          : []),
+        ...[...r.probes, r.last].filter((p) => p.error).slice(0, 3).map((p) =>
+          `- ${r.name}: ${p.error}`
+        ),
+      ];
+    }),
   ].join("\n");
 }
 
