@@ -186,57 +186,59 @@ function droppedOf(packets: AnyPacket[], limit: number): OversizedMessage[] {
   );
 }
 
-Deno.test("PublishSizeFilter: any packets, cut anywhere: exactly the small ones pass, the large ones are reported", () => {
-  const limit = 300;
+/**
+ * Checks `check` on any sequence of packets as one stream, cut into chunks
+ * anywhere (300 runs).
+ */
+function anyStream(
+  check: (packets: AnyPacket[], stream: Uint8Array, cuts: number[]) => void,
+): void {
   fc.assert(
     fc.property(
       fc.array(anyPacket, { maxLength: 12 }),
       fc.array(fc.nat(), { maxLength: 20 }),
       (packets, rawCuts) => {
         const stream = concat(packets.map(bytesOf));
-        const cuts = rawCuts.map((c) => c % (stream.length + 1));
-        const { passed, dropped } = run(limit, stream, cuts);
-        const expected = packets.filter((p) =>
-          p instanceof Uint8Array || p.bytes <= limit
-        ).map(bytesOf);
-        assert.deepEqual(passed, concat(expected));
-        assert.deepEqual(dropped, droppedOf(packets, limit));
+        check(packets, stream, rawCuts.map((c) => c % (stream.length + 1)));
       },
     ),
     { numRuns: 300 },
   );
+}
+
+Deno.test("PublishSizeFilter: any packets, cut anywhere: exactly the small ones pass, the large ones are reported", () => {
+  const limit = 300;
+  anyStream((packets, stream, cuts) => {
+    const { passed, dropped } = run(limit, stream, cuts);
+    const expected = packets.filter((p) =>
+      p instanceof Uint8Array || p.bytes <= limit
+    ).map(bytesOf);
+    assert.deepEqual(passed, concat(expected));
+    assert.deepEqual(dropped, droppedOf(packets, limit));
+  });
 });
 
 Deno.test("PublishSizeFilter with take: any packets, cut anywhere: the small PUBLISHes are taken whole and in order, the rest pass, the large are reported", () => {
   const limit = 300;
-  fc.assert(
-    fc.property(
-      fc.array(anyPacket, { maxLength: 12 }),
-      fc.array(fc.nat(), { maxLength: 20 }),
-      (packets, rawCuts) => {
-        const stream = concat(packets.map(bytesOf));
-        const cuts = rawCuts.map((c) => c % (stream.length + 1));
-        const { passed, dropped, taken } = run(limit, stream, cuts, true);
-        assert.deepEqual(
-          passed,
-          concat(packets.filter((p) => p instanceof Uint8Array)),
-        );
-        assert.deepEqual(
-          taken,
-          packets.flatMap((p) =>
-            p instanceof Uint8Array || p.bytes > limit ? [] : [{
-              topic: p.topic,
-              payload: payloadOf(p),
-              qos: p.qos,
-              packetId: p.qos > 0 ? p.packetId : 0,
-            }]
-          ),
-        );
-        assert.deepEqual(dropped, droppedOf(packets, limit));
-      },
-    ),
-    { numRuns: 300 },
-  );
+  anyStream((packets, stream, cuts) => {
+    const { passed, dropped, taken } = run(limit, stream, cuts, true);
+    assert.deepEqual(
+      passed,
+      concat(packets.filter((p) => p instanceof Uint8Array)),
+    );
+    assert.deepEqual(
+      taken,
+      packets.flatMap((p) =>
+        p instanceof Uint8Array || p.bytes > limit ? [] : [{
+          topic: p.topic,
+          payload: payloadOf(p),
+          qos: p.qos,
+          packetId: p.qos > 0 ? p.packetId : 0,
+        }]
+      ),
+    );
+    assert.deepEqual(dropped, droppedOf(packets, limit));
+  });
 });
 
 Deno.test("PublishSizeFilter with take: a PUBLISH whole in one chunk is handed over as a view into it (no copy)", () => {
