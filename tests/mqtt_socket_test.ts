@@ -10,7 +10,10 @@ import assert from "node:assert/strict";
 import type { Duplex } from "node:stream";
 import { connectMqtt } from "../lib/mqtt/link.ts";
 import { brokerStream } from "../lib/mqtt/socket.ts";
-import { remainingLength } from "../lib/mqtt/size_guard.ts";
+import {
+  type OversizedMessage,
+  remainingLength,
+} from "../lib/mqtt/size_guard.ts";
 import { deadline } from "../lib/util/deadline.ts";
 import { freePort, startMosquitto } from "./system_helpers.ts";
 
@@ -310,4 +313,79 @@ Deno.test("brokerStream sends a packet that MQTT.js writes in pieces (cork/uncor
   await closed;
   assert.deepEqual(writes, [7]);
   assert.deepEqual(written, [0x30, 0x05, 0x00, 0x01, 0x74, 0x68, 0x69]);
+});
+
+Deno.test("a client whose guard takes messages gets each from the socket in order, acknowledges QoS 1 ones, and MQTT.js sees none", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-socket-" });
+  const port = freePort();
+  // One QoS 1 message in flight at a time: the next comes only after our
+  // PUBACK of the last, so receiving them all shows every PUBACK went out.
+  const mosquitto = await startMosquitto(dir, port, [
+    "max_inflight_messages 1",
+  ]);
+  const taken: { topic: string; text: string; qos: number }[] = [];
+  const oversized: OversizedMessage[] = [];
+  let emitted = 0;
+  const client = connectMqtt({
+    host: "127.0.0.1",
+    port,
+    clientId: "socket-test-take",
+    clean: true,
+    reconnectPeriod: 0,
+    guard: {
+      maxPayloadBytes: 1024,
+      onOversized: (m) => oversized.push(m),
+      onMessage: (m) =>
+        taken.push({
+          topic: m.topic,
+          text: new TextDecoder().decode(m.payload),
+          qos: m.qos,
+        }),
+    },
+  });
+  client.on("message", () => emitted++);
+  const publisher = connectMqtt({
+    host: "127.0.0.1",
+    port,
+    clientId: "socket-test-publisher",
+    clean: true,
+    reconnectPeriod: 0,
+  });
+  try {
+    await deadline(
+      new Promise<void>((resolve) => client.once("connect", () => resolve())),
+      PROMPTLY_MS,
+      "no CONNACK",
+    );
+    await client.subscribeAsync("take/#", { qos: 1 });
+    const sent: { topic: string; text: string; qos: 0 | 1 }[] = [
+      { topic: "take/a", text: "first", qos: 1 },
+      { topic: "take/b", text: "second", qos: 0 },
+      { topic: "take/c", text: "x".repeat(1024), qos: 1 },
+      { topic: "take/big", text: "y".repeat(5000), qos: 1 },
+      { topic: "take/d", text: "é ü", qos: 1 },
+      { topic: "take/e", text: "", qos: 0 },
+      { topic: "take/f", text: "last", qos: 1 },
+    ];
+    for (const m of sent) {
+      await publisher.publishAsync(m.topic, m.text, { qos: m.qos });
+    }
+    await until(() => taken.length === 6, "six messages taken");
+    assert.deepEqual(taken, sent.filter((m) => m.topic !== "take/big"));
+    assert.equal(oversized.length, 1);
+    const [{ packetId, ...big }] = oversized as [OversizedMessage];
+    assert.deepEqual(big, { topic: "take/big", bytes: 5000, qos: 1 });
+    assert.ok(packetId > 0, "the QoS 1 message's packet id");
+    assert.equal(emitted, 0, 'MQTT.js "message" events');
+    // The client still works: its own publish is acknowledged by the broker.
+    await deadline(
+      client.publishAsync("other/topic", "ok", { qos: 1 }),
+      PROMPTLY_MS,
+      "no PUBACK for the client's own publish",
+    );
+  } finally {
+    await Promise.all([client.endAsync(true), publisher.endAsync(true)]);
+    await mosquitto.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -208,6 +208,8 @@ export async function startTempMosquitto(
 export async function startMosquitto(
   dir: string,
   port: number,
+  /** More lines of mosquitto.conf, e.g. `max_inflight_messages 1`. */
+  extraConfig: readonly string[] = [],
 ): Promise<Started> {
   const conf = `${dir}/mosquitto-${port}.conf`;
   await Deno.writeTextFile(
@@ -219,6 +221,7 @@ export async function startMosquitto(
       "persistence false",
       // stderr is unbuffered: its start-up lines arrive as they are written.
       "log_dest stderr",
+      ...extraConfig,
       "",
     ].join("\n"),
   );
