@@ -144,6 +144,12 @@ export class PublishSizeFilter {
   #state: State = { kind: "header" };
   /** Bytes of the current packet held back while its fate is open. */
   #held: Uint8Array = new Uint8Array(0);
+  /**
+   * Where a taken PUBLISH cut across chunks is put together: one buffer,
+   * reused (`take` gets a view valid only during the call), grown to the
+   * largest such packet (at most the limit plus a topic).
+   */
+  #assembly: Uint8Array = new Uint8Array(0);
 
   constructor(
     maxPayloadBytes: number,
@@ -244,7 +250,7 @@ export class PublishSizeFilter {
               this.#state = {
                 kind: "collect",
                 flags: first,
-                packet: new Uint8Array(header.remaining),
+                packet: this.#assemble(header.remaining),
                 filled: 0,
               };
             }
@@ -281,6 +287,16 @@ export class PublishSizeFilter {
     this.#state = { kind: "broken" };
   }
 
+  /** A view of `bytes` bytes of the reused assembly buffer. */
+  #assemble(bytes: number): Uint8Array {
+    if (this.#assembly.length < bytes) {
+      this.#assembly = new Uint8Array(
+        Math.max(bytes, Math.min(2 * this.#assembly.length, this.#limit)),
+      );
+    }
+    return this.#assembly.subarray(0, bytes);
+  }
+
   #hold(chunk: Uint8Array, from: number, to: number): void {
     const held = new Uint8Array(this.#held.length + (to - from));
     held.set(this.#held);
@@ -310,7 +326,7 @@ export class PublishSizeFilter {
       return;
     }
     this.#held = new Uint8Array(0);
-    const packet = new Uint8Array(remaining);
+    const packet = this.#assemble(remaining);
     packet.set(held.subarray(length));
     this.#state = { kind: "collect", flags: first, packet, filled: have };
     if (have === remaining) {
