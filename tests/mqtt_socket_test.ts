@@ -389,3 +389,59 @@ Deno.test("a client whose guard takes messages gets each from the socket in orde
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a client whose guard takes messages keeps its connection past several keepalive periods while messages stream in (PINGRESP reaches MQTT.js)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-socket-" });
+  const port = freePort();
+  const mosquitto = await startMosquitto(dir, port);
+  let taken = 0;
+  let closes = 0;
+  let pingResponses = 0;
+  const client = connectMqtt({
+    host: "127.0.0.1",
+    port,
+    clientId: "socket-test-keepalive",
+    clean: true,
+    reconnectPeriod: 0,
+    keepalive: 1,
+    guard: {
+      maxPayloadBytes: 1024,
+      onOversized: () => {},
+      onMessage: () => taken++,
+    },
+  });
+  client.on("close", () => closes++);
+  client.on("packetreceive", (packet) => {
+    if (packet.cmd === "pingresp") pingResponses++;
+  });
+  const publisher = connectMqtt({
+    host: "127.0.0.1",
+    port,
+    clientId: "socket-test-keepalive-publisher",
+    clean: true,
+    reconnectPeriod: 0,
+  });
+  try {
+    await deadline(
+      new Promise<void>((resolve) => client.once("connect", () => resolve())),
+      PROMPTLY_MS,
+      "no CONNACK",
+    );
+    await client.subscribeAsync("keepalive/#", { qos: 1 });
+    // Messages keep coming for three keepalive periods: MQTT.js never sees
+    // them, so only the PINGRESPs passed on to it keep it from timing out.
+    let sent = 0;
+    while (pingResponses < 3) {
+      assert.ok(sent < 100, `${pingResponses} PINGRESPs in 10 s`);
+      await publisher.publishAsync(`keepalive/${sent++}`, "x", { qos: 1 });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await until(() => taken === sent, "every message taken");
+    assert.equal(closes, 0, "the client's connection closed");
+    assert.ok(client.connected);
+  } finally {
+    await Promise.all([client.endAsync(true), publisher.endAsync(true)]);
+    await mosquitto.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
