@@ -34,7 +34,7 @@
  */
 import mqtt from "mqtt";
 import { parseArgs } from "node:util";
-import { cpuSeconds, resetPeak } from "./proc.ts";
+import { cpuSeconds, kBField, resetPeak } from "./proc.ts";
 import {
   type OversizedMessage,
   pubAck,
@@ -69,6 +69,8 @@ export interface ProcSample {
   readonly anon: number;
   /** VmHWM (peak RSS since start or the last reset), bytes. */
   readonly hwm: number;
+  /** RssFile (file-backed pages: the deno executable), bytes. */
+  readonly file: number;
   /** Open file descriptors. */
   readonly fds: number;
 }
@@ -76,16 +78,14 @@ export interface ProcSample {
 /** Reads {@linkcode ProcSample} of `pid` from /proc. */
 export function procSample(pid: number): ProcSample {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const field = (name: string) => {
-    const match = new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status);
-    return match === null ? NaN : Number(match[1]) * 1024;
-  };
+  const field = (name: string) => kBField(status, name);
   let fds = 0;
   for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) fds++;
   return {
     rss: field("VmRSS"),
     anon: field("RssAnon"),
     hwm: field("VmHWM"),
+    file: field("RssFile"),
     fds,
   };
 }
@@ -419,11 +419,13 @@ export class RawPublisher implements AsyncDisposable {
     // Every PUBLISH with a payload is "over" a limit of 0: topic, QoS and
     // packet id come out, the payload is skipped uncopied.
     const filter = onPublish
-      ? new PublishSizeFilter(0, (message) => {
-        if (message.qos === 1) {
-          writeAll(conn, pubAck(message.packetId)).catch(() => {});
-        }
-        onPublish(message);
+      ? new PublishSizeFilter(0, {
+        onOversized: (message) => {
+          if (message.qos === 1) {
+            writeAll(conn, pubAck(message.packetId)).catch(() => {});
+          }
+          onPublish(message);
+        },
       })
       : undefined;
     this.#draining = (async () => {

@@ -8,15 +8,26 @@
 /** USER_HZ: clock ticks per second in /proc/<pid>/stat. */
 const PAGE_TICKS = 100;
 
-function statusField(pid: number, field: string): number {
-  const text = Deno.readTextFileSync(`/proc/${pid}/status`);
+/**
+ * The `<field>: <n> kB` line of a /proc file's text (status,
+ * smaps_rollup), in bytes; NaN when the field is not there.
+ */
+export function kBField(text: string, field: string): number {
   const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
-  if (match === null) {
+  return match === null ? NaN : Number(match[1]) * 1024;
+}
+
+function statusField(pid: number, field: string): number {
+  const bytes = kBField(
+    Deno.readTextFileSync(`/proc/${pid}/status`),
+    field,
+  );
+  if (Number.isNaN(bytes)) {
     throw new Error(
       `Cannot read ${field} of process ${pid}: not in /proc/${pid}/status`,
     );
   }
-  return Number(match[1]) * 1024;
+  return bytes;
 }
 
 /** Resident set size in bytes. */
@@ -36,15 +47,17 @@ export interface Memory {
 
 /** RSS, private memory and PSS of one process (`/proc/<pid>/status`, `smaps_rollup`). */
 export function memory(pid: number): Memory {
-  const rollup = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
-  const pss = /^Pss:\s+(\d+) kB/m.exec(rollup);
-  if (pss === null) {
+  const pss = kBField(
+    Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`),
+    "Pss",
+  );
+  if (Number.isNaN(pss)) {
     throw new Error(`Cannot read Pss of process ${pid}: not in smaps_rollup`);
   }
   return {
     rss: statusField(pid, "VmRSS"),
     anon: statusField(pid, "RssAnon"),
-    pss: Number(pss[1]) * 1024,
+    pss,
   };
 }
 

@@ -26,6 +26,7 @@ import {
   startAgent,
   startRig,
 } from "./flood.ts";
+import { memory } from "./proc.ts";
 import { fmt, mib, table } from "./stats.ts";
 import {
   type ClientConn,
@@ -82,27 +83,6 @@ export interface SoakResult {
   readonly errors: string[];
   readonly hostile: number;
   readonly warmupSeconds: number;
-}
-
-/** RssFile of `pid` from /proc/<pid>/status, bytes (NaN when gone). */
-function rssFile(pid: number): number {
-  try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const match = /^RssFile:\s+(\d+) kB/m.exec(text);
-    return match ? Number(match[1]) * 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
-
-function pss(pid: number): number {
-  try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
-    const match = /^Pss:\s+(\d+) kB/m.exec(text);
-    return match ? Number(match[1]) * 1024 : NaN;
-  } catch {
-    return NaN;
-  }
 }
 
 /** One session with a random size and ending; true when its data was verified (or it had none to verify). */
@@ -205,8 +185,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         seconds: (performance.now() - started) / 1000,
         rss: s.rss,
         anon: s.anon,
-        file: rssFile(agent.pid),
-        pss: pss(agent.pid),
+        file: s.file,
+        pss: memory(agent.pid).pss,
         fds: s.fds,
         sessions: open,
       });

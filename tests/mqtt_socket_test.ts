@@ -8,9 +8,11 @@
  */
 import assert from "node:assert/strict";
 import type { Duplex } from "node:stream";
+import type { MqttClient } from "mqtt";
 import { connectMqtt } from "../lib/mqtt/link.ts";
 import { brokerStream } from "../lib/mqtt/socket.ts";
 import {
+  type InboundMessage,
   type OversizedMessage,
   remainingLength,
 } from "../lib/mqtt/size_guard.ts";
@@ -315,133 +317,126 @@ Deno.test("brokerStream sends a packet that MQTT.js writes in pieces (cork/uncor
   assert.deepEqual(written, [0x30, 0x05, 0x00, 0x01, 0x74, 0x68, 0x69]);
 });
 
-Deno.test("a client whose guard takes messages gets each from the socket in order, acknowledges QoS 1 ones, and MQTT.js sees none", async () => {
+/**
+ * A mosquitto (with `extraConfig` in its configuration), a client of it
+ * whose guard takes its messages, subscribed to `filter`, and a plain
+ * publisher; disposing stops all three.
+ */
+async function takingClient(options: {
+  readonly filter: string;
+  readonly onMessage: (message: InboundMessage) => void;
+  readonly onOversized?: (message: OversizedMessage) => void;
+  readonly extraConfig?: readonly string[];
+  readonly keepalive?: number;
+}): Promise<
+  { client: MqttClient; publisher: MqttClient } & AsyncDisposable
+> {
   const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-socket-" });
   const port = freePort();
-  // One QoS 1 message in flight at a time: the next comes only after our
-  // PUBACK of the last, so receiving them all shows every PUBACK went out.
-  const mosquitto = await startMosquitto(dir, port, [
-    "max_inflight_messages 1",
-  ]);
-  const taken: { topic: string; text: string; qos: number }[] = [];
-  const oversized: OversizedMessage[] = [];
-  let emitted = 0;
+  const mosquitto = await startMosquitto(dir, port, options.extraConfig);
+  const common = { host: "127.0.0.1", port, clean: true, reconnectPeriod: 0 };
   const client = connectMqtt({
-    host: "127.0.0.1",
-    port,
+    ...common,
     clientId: "socket-test-take",
-    clean: true,
-    reconnectPeriod: 0,
+    ...(options.keepalive ? { keepalive: options.keepalive } : {}),
     guard: {
       maxPayloadBytes: 1024,
-      onOversized: (m) => oversized.push(m),
-      onMessage: (m) =>
-        taken.push({
-          topic: m.topic,
-          text: new TextDecoder().decode(m.payload),
-          qos: m.qos,
-        }),
+      onOversized: options.onOversized ?? (() => {}),
+      onMessage: options.onMessage,
     },
   });
-  client.on("message", () => emitted++);
   const publisher = connectMqtt({
-    host: "127.0.0.1",
-    port,
+    ...common,
     clientId: "socket-test-publisher",
-    clean: true,
-    reconnectPeriod: 0,
   });
+  const dispose = async () => {
+    await Promise.all([client.endAsync(true), publisher.endAsync(true)]);
+    await mosquitto.stop();
+    await Deno.remove(dir, { recursive: true });
+  };
   try {
     await deadline(
       new Promise<void>((resolve) => client.once("connect", () => resolve())),
       PROMPTLY_MS,
       "no CONNACK",
     );
-    await client.subscribeAsync("take/#", { qos: 1 });
-    const sent: { topic: string; text: string; qos: 0 | 1 }[] = [
-      { topic: "take/a", text: "first", qos: 1 },
-      { topic: "take/b", text: "second", qos: 0 },
-      { topic: "take/c", text: "x".repeat(1024), qos: 1 },
-      { topic: "take/big", text: "y".repeat(5000), qos: 1 },
-      { topic: "take/d", text: "é ü", qos: 1 },
-      { topic: "take/e", text: "", qos: 0 },
-      { topic: "take/f", text: "last", qos: 1 },
-    ];
-    for (const m of sent) {
-      await publisher.publishAsync(m.topic, m.text, { qos: m.qos });
-    }
-    await until(() => taken.length === 6, "six messages taken");
-    assert.deepEqual(taken, sent.filter((m) => m.topic !== "take/big"));
-    assert.equal(oversized.length, 1);
-    const [{ packetId, ...big }] = oversized as [OversizedMessage];
-    assert.deepEqual(big, { topic: "take/big", bytes: 5000, qos: 1 });
-    assert.ok(packetId > 0, "the QoS 1 message's packet id");
-    assert.equal(emitted, 0, 'MQTT.js "message" events');
-    // The client still works: its own publish is acknowledged by the broker.
-    await deadline(
-      client.publishAsync("other/topic", "ok", { qos: 1 }),
-      PROMPTLY_MS,
-      "no PUBACK for the client's own publish",
-    );
-  } finally {
-    await Promise.all([client.endAsync(true), publisher.endAsync(true)]);
-    await mosquitto.stop();
-    await Deno.remove(dir, { recursive: true });
+    await client.subscribeAsync(options.filter, { qos: 1 });
+  } catch (error) {
+    await dispose();
+    throw error;
   }
+  return { client, publisher, [Symbol.asyncDispose]: dispose };
+}
+
+Deno.test("a client whose guard takes messages gets each from the socket in order, acknowledges QoS 1 ones, and MQTT.js sees none", async () => {
+  const taken: { topic: string; text: string; qos: number }[] = [];
+  const oversized: OversizedMessage[] = [];
+  // One QoS 1 message in flight at a time: the next comes only after our
+  // PUBACK of the last, so receiving them all shows every PUBACK went out.
+  await using clients = await takingClient({
+    filter: "take/#",
+    extraConfig: ["max_inflight_messages 1"],
+    onOversized: (m) => oversized.push(m),
+    onMessage: (m) =>
+      taken.push({
+        topic: m.topic,
+        text: new TextDecoder().decode(m.payload),
+        qos: m.qos,
+      }),
+  });
+  const { client, publisher } = clients;
+  let emitted = 0;
+  client.on("message", () => emitted++);
+  const sent: { topic: string; text: string; qos: 0 | 1 }[] = [
+    { topic: "take/a", text: "first", qos: 1 },
+    { topic: "take/b", text: "second", qos: 0 },
+    { topic: "take/c", text: "x".repeat(1024), qos: 1 },
+    { topic: "take/big", text: "y".repeat(5000), qos: 1 },
+    { topic: "take/d", text: "é ü", qos: 1 },
+    { topic: "take/e", text: "", qos: 0 },
+    { topic: "take/f", text: "last", qos: 1 },
+  ];
+  for (const m of sent) {
+    await publisher.publishAsync(m.topic, m.text, { qos: m.qos });
+  }
+  await until(() => taken.length === 6, "six messages taken");
+  assert.deepEqual(taken, sent.filter((m) => m.topic !== "take/big"));
+  assert.equal(oversized.length, 1);
+  const [{ packetId, ...big }] = oversized as [OversizedMessage];
+  assert.deepEqual(big, { topic: "take/big", bytes: 5000, qos: 1 });
+  assert.ok(packetId > 0, "the QoS 1 message's packet id");
+  assert.equal(emitted, 0, 'MQTT.js "message" events');
+  // The client still works: its own publish is acknowledged by the broker.
+  await deadline(
+    client.publishAsync("other/topic", "ok", { qos: 1 }),
+    PROMPTLY_MS,
+    "no PUBACK for the client's own publish",
+  );
 });
 
 Deno.test("a client whose guard takes messages keeps its connection past several keepalive periods while messages stream in (PINGRESP reaches MQTT.js)", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "c8y-tunnel-socket-" });
-  const port = freePort();
-  const mosquitto = await startMosquitto(dir, port);
   let taken = 0;
+  await using clients = await takingClient({
+    filter: "keepalive/#",
+    keepalive: 1,
+    onMessage: () => taken++,
+  });
+  const { client, publisher } = clients;
   let closes = 0;
   let pingResponses = 0;
-  const client = connectMqtt({
-    host: "127.0.0.1",
-    port,
-    clientId: "socket-test-keepalive",
-    clean: true,
-    reconnectPeriod: 0,
-    keepalive: 1,
-    guard: {
-      maxPayloadBytes: 1024,
-      onOversized: () => {},
-      onMessage: () => taken++,
-    },
-  });
   client.on("close", () => closes++);
   client.on("packetreceive", (packet) => {
     if (packet.cmd === "pingresp") pingResponses++;
   });
-  const publisher = connectMqtt({
-    host: "127.0.0.1",
-    port,
-    clientId: "socket-test-keepalive-publisher",
-    clean: true,
-    reconnectPeriod: 0,
-  });
-  try {
-    await deadline(
-      new Promise<void>((resolve) => client.once("connect", () => resolve())),
-      PROMPTLY_MS,
-      "no CONNACK",
-    );
-    await client.subscribeAsync("keepalive/#", { qos: 1 });
-    // Messages keep coming for three keepalive periods: MQTT.js never sees
-    // them, so only the PINGRESPs passed on to it keep it from timing out.
-    let sent = 0;
-    while (pingResponses < 3) {
-      assert.ok(sent < 100, `${pingResponses} PINGRESPs in 10 s`);
-      await publisher.publishAsync(`keepalive/${sent++}`, "x", { qos: 1 });
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    await until(() => taken === sent, "every message taken");
-    assert.equal(closes, 0, "the client's connection closed");
-    assert.ok(client.connected);
-  } finally {
-    await Promise.all([client.endAsync(true), publisher.endAsync(true)]);
-    await mosquitto.stop();
-    await Deno.remove(dir, { recursive: true });
+  // Messages keep coming for three keepalive periods: MQTT.js never sees
+  // them, so only the PINGRESPs passed on to it keep it from timing out.
+  let sent = 0;
+  while (pingResponses < 3) {
+    assert.ok(sent < 100, `${pingResponses} PINGRESPs in 10 s`);
+    await publisher.publishAsync(`keepalive/${sent++}`, "x", { qos: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
+  await until(() => taken === sent, "every message taken");
+  assert.equal(closes, 0, "the client's connection closed");
+  assert.ok(client.connected);
 });

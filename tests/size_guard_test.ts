@@ -65,16 +65,15 @@ function run(
   const dropped: OversizedMessage[] = [];
   const taken: Taken[] = [];
   const onOversized = (m: OversizedMessage) => dropped.push(m);
-  const filter = new PublishSizeFilter(
-    limit,
-    take
+  const filter = new PublishSizeFilter(limit, {
+    onOversized,
+    ...(take
       ? {
-        onOversized,
         take: (m: InboundMessage) =>
           taken.push({ ...m, payload: m.payload.slice() }),
       }
-      : onOversized,
-  );
+      : {}),
+  });
   const out: Uint8Array[] = [];
   let from = 0;
   for (const cut of [...cuts].sort((a, b) => a - b).concat(stream.length)) {
@@ -118,7 +117,7 @@ Deno.test("PublishSizeFilter passes a PUBLISH whose payload is exactly the limit
 
 Deno.test("PublishSizeFilter never holds more than a header and a topic of a dropped message", () => {
   const limit = 1024;
-  const filter = new PublishSizeFilter(limit, () => {});
+  const filter = new PublishSizeFilter(limit, { onOversized: () => {} });
   // A 64 MiB PUBLISH announced, then fed 1 MiB at a time: nothing passes.
   const announce = new Uint8Array([
     0x30,

@@ -151,16 +151,10 @@ export class PublishSizeFilter {
    */
   #assembly: Uint8Array = new Uint8Array(0);
 
-  constructor(
-    maxPayloadBytes: number,
-    handlers: PublishSizeFilterHandlers | ((message: OversizedMessage) => void),
-  ) {
-    const { onOversized, take } = typeof handlers === "function"
-      ? { onOversized: handlers, take: undefined }
-      : handlers;
+  constructor(maxPayloadBytes: number, handlers: PublishSizeFilterHandlers) {
     this.#limit = maxPayloadBytes;
-    this.#onOversized = onOversized;
-    this.#take = take;
+    this.#onOversized = handlers.onOversized;
+    this.#take = handlers.take;
   }
 
   /** True for a PUBLISH (its fixed-header byte `first`) that goes to `take`. */

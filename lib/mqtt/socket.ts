@@ -4,9 +4,10 @@
  * `node:net`. Reading goes through one fixed 64 KiB buffer, and the bytes
  * pass {@linkcode PublishSizeFilter} before anything is copied: a PUBLISH
  * over `mqtt.max_payload` costs no allocation at all, a message taken by
- * `onMessage` is read in place, and only what the client gets is copied out. (Measured on Deno 2.9.6: 200 MiB read through
- * a `node:net` socket left the process 118 MiB larger even after a full
- * GC; through `Deno.connect`, nothing.)
+ * `onMessage` is read in place, and only what the client gets is copied
+ * out. (Measured on Deno 2.9.6: 200 MiB read through a `node:net` socket
+ * left the process 118 MiB larger even after a full GC; through
+ * `Deno.connect`, nothing.)
  *
  * @module
  */

@@ -439,9 +439,8 @@ function operationId(value: unknown): string | undefined {
  */
 export function jsonOperationLines(payload: string): string[] {
   if (!payload.includes("\n")) return [payload];
-  // Only an object can be one document as a whole (see parseJsonOperation).
-  // (Nesting is counted before any JSON.parse, here too.)
-  if (payload.trimStart().charCodeAt(0) !== 0x7b || jsonTooDeep(payload)) {
+  // Nesting is counted before any JSON.parse, here too.
+  if (!startsObject(payload) || jsonTooDeep(payload)) {
     return linesOf(payload);
   }
   try {
@@ -450,6 +449,15 @@ export function jsonOperationLines(payload: string): string[] {
   } catch {
     return linesOf(payload);
   }
+}
+
+/**
+ * True when `text` starts (after whitespace) with `{`: only an object can be
+ * an operation, and anything else is not given to `JSON.parse` (a failing
+ * parse costs an exception, and garbage is what fails).
+ */
+function startsObject(text: string): boolean {
+  return text.trimStart().charCodeAt(0) === 0x7b;
 }
 
 /** The lines of `payload` that are not blank. */
@@ -474,9 +482,7 @@ export function parseJsonOperation(payload: string): ParseOutcome {
       false,
     );
   }
-  // Only an object can be an operation: anything else is not parsed (a
-  // failing JSON.parse costs an exception, and garbage is what fails).
-  if (payload.trimStart().charCodeAt(0) !== 0x7b) {
+  if (!startsObject(payload)) {
     return ignored(`JSON operation is not an object: ${show(payload)}`, false);
   }
   let operation: unknown;
