@@ -15,7 +15,9 @@ import { brokerName, brokerOptions } from "./broker.ts";
 import { jwtExpiry, parseJwtAnswer } from "./jwt.ts";
 import { type Topics, topicsFor } from "./topics.ts";
 import type { InboundMessage, OversizedMessage } from "./size_guard.ts";
+import { SHED_OVER_BYTES } from "./inbox.ts";
 import { brokerStream } from "./socket.ts";
+import { LogBudget } from "../util/log_budget.ts";
 
 /** A message from a subscribed topic. */
 export type MessageHandler = (topic: string, payload: string) => void;
@@ -53,6 +55,8 @@ export type MqttConnectOptions = mqtt.IClientOptions & {
      * read buffer, instead of MQTT.js's "message" event (socket.ts).
      */
     readonly onMessage?: (message: InboundMessage) => void;
+    /** With `onMessage`: each message shed under overload (inbox.ts). */
+    readonly onShed?: (message: OversizedMessage) => void;
   };
 };
 
@@ -85,6 +89,7 @@ export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
       maxPayloadBytes: guard?.maxPayloadBytes ?? Infinity,
       onOversized: guard?.onOversized ?? (() => {}),
       ...(guard?.onMessage ? { onMessage: guard.onMessage } : {}),
+      ...(guard?.onShed ? { onShed: guard.onShed } : {}),
     });
   const client = new MqttClient(open as never, {
     ...rest,
@@ -178,6 +183,8 @@ export class MqttLink implements AsyncDisposable {
   readonly #publisher: mqtt.MqttClient;
   readonly #options: MqttLinkOptions;
   readonly #decoder = new TextDecoder();
+  /** Messages shed under overload are logged at most 20 per 10 s. */
+  readonly #shedLines = new LogBudget(20, 10_000);
   #jwtWaiters = new Set<(token: string) => void>();
   #jwt: { token: string; exp: number | null } | undefined;
   /** Wakes the JWT asking loop early (a token came, or nobody waits any more). */
@@ -205,6 +212,7 @@ export class MqttLink implements AsyncDisposable {
         maxPayloadBytes: settings.maxPayloadBytes,
         onOversized: (message) => this.#onOversized(message),
         onMessage: (message) => this.#onMessage(message.topic, message.payload),
+        onShed: (message) => this.#onShed(message),
       },
       ...(options.health
         ? {
@@ -322,6 +330,22 @@ export class MqttLink implements AsyncDisposable {
         bytes: message.bytes,
         topic: message.topic,
         limit: this.#options.config.mqtt.maxPayloadBytes,
+      },
+    );
+  }
+
+  #onShed(message: OversizedMessage): void {
+    const budget = this.#shedLines.take();
+    if (!budget.log) return;
+    this.#options.log.warn(
+      "dropped a {bytes}-byte message on {topic}: too many messages wait to be handled (a flood?), and meanwhile none over {limit} bytes (more than Cumulocity sends) is taken{more}",
+      {
+        bytes: message.bytes,
+        topic: message.topic,
+        limit: SHED_OVER_BYTES,
+        more: budget.suppressed > 0
+          ? ` (and ${budget.suppressed} more dropped so, not logged)`
+          : "",
       },
     );
   }

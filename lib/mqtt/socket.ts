@@ -1,18 +1,20 @@
 /**
  * The MQTT client's connection to the broker as the Node-style stream that
  * npm `mqtt` expects, built on `Deno.connect`/`Deno.connectTls` instead of
- * `node:net`. Reading goes through one fixed 64 KiB buffer, and the bytes
+ * `node:net`. Reading goes through one fixed 256 KiB buffer, and the bytes
  * pass {@linkcode PublishSizeFilter} before anything is copied: a PUBLISH
  * over `mqtt.max_payload` costs no allocation at all, a message taken by
- * `onMessage` is read in place, and only what the client gets is copied
- * out. (Measured on Deno 2.9.6: 200 MiB read through a `node:net` socket
- * left the process 118 MiB larger even after a full GC; through
- * `Deno.connect`, nothing.)
+ * `onMessage` is copied once, into the {@linkcode Inbox} ring that hands it
+ * over while reading goes on, and only what the client gets is copied out.
+ * (Measured on Deno 2.9.6: 200 MiB read through a `node:net` socket left
+ * the process 118 MiB larger even after a full GC; through `Deno.connect`,
+ * nothing.)
  *
  * @module
  */
 import { Buffer } from "node:buffer";
 import { Duplex } from "node:stream";
+import { Inbox, type InboxItem } from "./inbox.ts";
 import {
   type InboundMessage,
   type OversizedMessage,
@@ -20,8 +22,14 @@ import {
   PublishSizeFilter,
 } from "./size_guard.ts";
 
-/** Size of the one read buffer of a connection. */
-const READ_BYTES = 64 * 1024;
+/**
+ * Size of the one read buffer of a connection: a read takes in more than a
+ * broker can send while the inbox hands messages over for one slice.
+ */
+const READ_BYTES = 256 * 1024;
+
+/** Smallest ring of the inbox (it holds at least four payloads of the largest size). */
+const INBOX_BYTES = 4 * 1024 * 1024;
 
 /** Options of {@linkcode brokerStream}. */
 export interface BrokerStreamOptions {
@@ -32,13 +40,19 @@ export interface BrokerStreamOptions {
   /** Told about each skipped message (a QoS 1 one is acknowledged here). */
   readonly onOversized: (message: OversizedMessage) => void;
   /**
-   * When given, every other QoS 0/1 message comes here straight from the
-   * read buffer, and a QoS 1 one is acknowledged here once it returns: the
-   * MQTT client sees only the other packets (CONNACK, SUBACK, PUBACK,
-   * PINGRESP), so a message costs no copy, no stream and no packet object.
-   * The payload is valid only during the call.
+   * When given, every other QoS 0/1 message comes here through the
+   * {@linkcode Inbox} (in order, with the oversized reports), and a QoS 1
+   * one is acknowledged here once it returns: the MQTT client sees only the
+   * other packets (CONNACK, SUBACK, PUBACK, PINGRESP), so a message costs
+   * one copy, no stream and no packet object. The payload is valid only
+   * during the call.
    */
   readonly onMessage?: (message: InboundMessage) => void;
+  /**
+   * With `onMessage`: told about each message shed under overload (see
+   * {@linkcode Inbox}; a QoS 1 one is acknowledged here).
+   */
+  readonly onShed?: (message: OversizedMessage) => void;
 }
 
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
@@ -61,7 +75,8 @@ function withCode(error: unknown): Error {
  * `net.Socket` does: writes go to the connection in order (the filter's
  * PUBACKs in the same queue, so no write cuts into another), reads come
  * from one fixed buffer through the size filter, with backpressure (no read
- * while the client has not taken the last chunk). The broker's EOF ends the
+ * while the client has not taken the last chunk, or while the inbox is
+ * full). The broker's EOF ends the
  * stream and `destroy()` closes the connection, even one still opening or a
  * reader held by backpressure; either way "close" comes exactly once. The
  * stream exists at once; writes wait for the connection.
@@ -85,22 +100,31 @@ export function brokerStream(
     if (message.qos === 1) send(pubAck(message.packetId)).catch(() => {});
   };
   const { onMessage } = options;
+  const inbox = onMessage
+    ? new Inbox({
+      capacityBytes: Math.max(INBOX_BYTES, 4 * options.maxPayloadBytes),
+      handle: (item: InboxItem) => {
+        try {
+          if (item.kind === "message") onMessage(item.message);
+          else if (item.kind === "oversized") options.onOversized(item.message);
+          else options.onShed?.(item.message);
+        } finally {
+          acknowledge(item.message);
+        }
+      },
+      onError: (error) => stream.destroy(withCode(error)),
+    })
+    : undefined;
   const filter = new PublishSizeFilter(options.maxPayloadBytes, {
     onOversized: (message) => {
+      if (inbox) {
+        inbox.putOversized(message);
+        return;
+      }
       acknowledge(message);
       options.onOversized(message);
     },
-    ...(onMessage
-      ? {
-        take: (message: InboundMessage) => {
-          try {
-            onMessage(message);
-          } finally {
-            acknowledge(message);
-          }
-        },
-      }
-      : {}),
+    ...(inbox ? { take: (message: InboundMessage) => inbox.put(message) } : {}),
   });
   const stream = new Duplex({
     // The broker's EOF ends our side too (then "close"), as a net.Socket does.
@@ -131,6 +155,7 @@ export function brokerStream(
     },
     destroy(error, callback) {
       closed = true;
+      inbox?.close();
       // Wakes a reader held by backpressure: it sees `closed` and stops.
       wanted.resolve();
       opening.then((c) => {
@@ -171,6 +196,10 @@ export function brokerStream(
           more = stream.push(Buffer.from(piece)) && more;
         }
         if (!more) wanted = Promise.withResolvers<void>();
+        // Handling goes on in slices while the next read is under way;
+        // with the inbox full, the next read waits (then the broker queues).
+        inbox?.kick();
+        if (inbox?.full) await inbox.room();
       }
     } catch (error) {
       if (!closed) stream.destroy(withCode(error));
