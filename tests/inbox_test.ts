@@ -18,7 +18,11 @@ function message(bytes: number, fill: number, packetId = 0): InboundMessage {
 function recording(
   capacityBytes: number,
   sliceMs?: number,
-  shed: { overloadBytes?: number; shedOverBytes?: number } = {},
+  shed: {
+    overloadBytes?: number;
+    overloadItems?: number;
+    shedOverBytes?: number;
+  } = {},
 ) {
   const handled: { kind: string; topic: string; payload: number[] }[] = [];
   const errors: unknown[] = [];
@@ -86,6 +90,7 @@ Deno.test("Inbox: any mix of sizes, put while earlier ones are still being handl
       async (steps, capacity) => {
         const { inbox, handled, until } = recording(capacity, 0, {
           overloadBytes: Infinity,
+          overloadItems: Infinity,
         });
         steps.forEach((step, i) => inbox.put(message(step.bytes, i, i)));
         // Puts and handling interleaved: the same steps again, now while
@@ -118,6 +123,7 @@ Deno.test("Inbox: any mix of sizes, put while earlier ones are still being handl
 Deno.test("Inbox: full past its capacity; room() resolves once handling brought it to half", async () => {
   const { inbox, until } = recording(100, undefined, {
     overloadBytes: Infinity,
+    overloadItems: Infinity,
   });
   for (let i = 0; i < 4; i++) inbox.put(message(30, i));
   assert.equal(inbox.full, true);
@@ -166,6 +172,7 @@ Deno.test("Inbox: handling a long queue gives the event loop turns before it is 
 Deno.test("Inbox: close() drops what is queued, releases a waiting reader and hands nothing more over", async () => {
   const { inbox, handled } = recording(10, undefined, {
     overloadBytes: Infinity,
+    overloadItems: Infinity,
   });
   inbox.put(message(20, 1));
   inbox.put(message(20, 2));
@@ -207,6 +214,7 @@ Deno.test("Inbox: a throwing handler is reported once, and the inbox runs again 
 Deno.test("Inbox: under overload a message over the shedding size is reported in its place, not queued; small ones still are", async () => {
   const { inbox, handled, until } = recording(1000, undefined, {
     overloadBytes: 100,
+    overloadItems: Infinity,
     shedOverBytes: 40,
   });
   inbox.put(message(50, 1, 1)); // not overloaded yet: queued
@@ -234,17 +242,28 @@ Deno.test("Inbox: under overload a message over the shedding size is reported in
   assert.deepEqual(handled.at(-1)?.kind, "message");
 });
 
-Deno.test("Inbox: by default, overload starts at a quarter of the capacity and sheds what is over 16 KiB", async () => {
-  const { inbox, handled, until } = recording(4 * 64 * 1024);
+Deno.test("Inbox: by default, overload starts at 64 messages or 64 KiB waiting, and sheds what is over 16 KiB", async () => {
+  const big = recording(1 << 30);
   // 64 KiB waiting: overloaded; 16 KiB is kept, 16 KiB + 1 is shed.
-  inbox.put(message(64 * 1024, 1, 1));
-  inbox.put(message(16 * 1024, 2, 2));
-  inbox.put(message(16 * 1024 + 1, 3, 3));
-  inbox.kick();
-  await until(3);
-  assert.deepEqual(handled.map((h) => h.kind), ["message", "message", "shed"]);
+  big.inbox.put(message(64 * 1024, 1, 1));
+  big.inbox.put(message(16 * 1024, 2, 2));
+  big.inbox.put(message(16 * 1024 + 1, 3, 3));
+  big.inbox.kick();
+  await big.until(3);
+  assert.deepEqual(big.handled.map((h) => h.kind), [
+    "message",
+    "message",
+    "shed",
+  ]);
   assert.deepEqual(
-    handled.map((h) => h.payload.length),
+    big.handled.map((h) => h.payload.length),
     [64 * 1024, 16 * 1024, 0],
   );
+  const many = recording(1 << 30);
+  for (let i = 0; i < 64; i++) many.inbox.put(message(1, i));
+  many.inbox.put(message(16 * 1024 + 1, 64, 64));
+  many.inbox.kick();
+  await many.until(65);
+  assert.deepEqual(many.handled.at(-1)?.kind, "shed");
+  assert.equal(many.handled.filter((h) => h.kind === "shed").length, 1);
 });

@@ -14,11 +14,13 @@
  * their messages, as MQTT 3.1.1 §4.6 requires). When the ring is full the
  * reader waits: memory stays bounded, and only then does the broker queue.
  *
- * Under overload (more than `overloadBytes` waiting) a message larger than
- * `shedOverBytes` (16 KiB: Cumulocity never sends more) is not queued but
- * shed: reported in its place, acknowledged, not handled. A flood's large
- * payloads are what costs the handler most, so it keeps up with the small
- * ones that requests are, and reading keeps up with the broker.
+ * Under overload (more than `overloadItems` messages or `overloadBytes`
+ * waiting) a message larger than `shedOverBytes` (16 KiB: Cumulocity never
+ * sends more) is not queued but shed: reported in its place, acknowledged,
+ * not handled. A flood's large payloads are what costs the handler most
+ * (and the first ones most of all, while the parsers are not yet compiled),
+ * so it keeps up with the small ones that requests are, and reading keeps
+ * up with the broker.
  *
  * @module
  */
@@ -50,14 +52,24 @@ export interface InboxOptions {
   readonly onError: (error: unknown) => void;
   /** Longest run of handling before the event loop gets a turn (default 0.5 ms). */
   readonly sliceMs?: number;
-  /** Queued bytes past which larger messages are shed (default a quarter of the capacity). */
+  /** Queued bytes past which larger messages are shed (default 64 KiB). */
   readonly overloadBytes?: number;
+  /** Queued messages past which larger messages are shed (default 64). */
+  readonly overloadItems?: number;
   /** Under overload, messages over this many bytes are shed (default 16 KiB). */
   readonly shedOverBytes?: number;
 }
 
 /** Handling yields for this long at most before reads get a turn (measured: docs/hostile-mqtt.md). */
 const SLICE_MS = 0.5;
+
+/**
+ * Messages, or bytes, waiting past which the inbox is overloaded: one
+ * message at a time is the usual, and only messages that Cumulocity never
+ * sends are shed, so these can be low.
+ */
+const OVERLOAD_ITEMS = 64;
+const OVERLOAD_BYTES = 64 * 1024;
 
 /** Cumulocity's limit for an MQTT payload: no message from it is larger. */
 export const SHED_OVER_BYTES = 16 * 1024;
@@ -74,6 +86,7 @@ export class Inbox {
   readonly #options: InboxOptions;
   readonly #sliceMs: number;
   readonly #overloadBytes: number;
+  readonly #overloadItems: number;
   readonly #shedOverBytes: number;
   #items: (InboxItem | undefined)[] = [];
   #head = 0;
@@ -89,7 +102,8 @@ export class Inbox {
   constructor(options: InboxOptions) {
     this.#options = options;
     this.#sliceMs = options.sliceMs ?? SLICE_MS;
-    this.#overloadBytes = options.overloadBytes ?? options.capacityBytes / 4;
+    this.#overloadBytes = options.overloadBytes ?? OVERLOAD_BYTES;
+    this.#overloadItems = options.overloadItems ?? OVERLOAD_ITEMS;
     this.#shedOverBytes = options.shedOverBytes ?? SHED_OVER_BYTES;
   }
 
@@ -109,7 +123,7 @@ export class Inbox {
    */
   put(message: InboundMessage): void {
     const bytes = message.payload.length;
-    if (bytes > this.#shedOverBytes && this.#bytes >= this.#overloadBytes) {
+    if (bytes > this.#shedOverBytes && this.#overloaded()) {
       const { topic, qos, packetId } = message;
       this.#items.push({
         kind: "shed",
@@ -120,6 +134,11 @@ export class Inbox {
     const payload = this.#copy(message.payload);
     this.#bytes += bytes;
     this.#items.push({ kind: "message", message: { ...message, payload } });
+  }
+
+  #overloaded(): boolean {
+    return this.#bytes >= this.#overloadBytes ||
+      this.size >= this.#overloadItems;
   }
 
   /** Queues the report of a message skipped as oversized, so that it keeps its place. */
