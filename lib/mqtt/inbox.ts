@@ -122,6 +122,7 @@ export class Inbox {
    * now); under overload, a large one is shed instead.
    */
   put(message: InboundMessage): void {
+    if (this.#closed) return;
     const bytes = message.payload.length;
     if (bytes > this.#shedOverBytes && this.#overloaded()) {
       const { topic, qos, packetId } = message;
@@ -143,12 +144,13 @@ export class Inbox {
 
   /** Queues the report of a message skipped as oversized, so that it keeps its place. */
   putOversized(message: OversizedMessage): void {
+    if (this.#closed) return;
     this.#items.push({ kind: "oversized", message });
   }
 
   /** Starts handling what is queued, unless that is already going on. */
   kick(): void {
-    if (this.#running || this.#closed || this.size === 0) return;
+    if (this.#running || this.size === 0) return;
     this.#running = true;
     this.#run().catch((error) => this.#options.onError(error));
   }
@@ -161,19 +163,21 @@ export class Inbox {
     });
   }
 
-  /** Stops: nothing more is handled, a waiting reader is released. */
+  /**
+   * The connection is gone: a waiting reader is released and nothing more
+   * is put, but what is queued is still handled (each message came whole;
+   * a request among them is served, only its acknowledgement goes nowhere).
+   */
   close(): void {
     this.#closed = true;
-    this.#items = [];
-    this.#head = 0;
-    this.#bytes = 0;
     this.#wakeReader();
+    this.kick();
   }
 
   async #run(): Promise<void> {
     try {
       let sliceStart = performance.now();
-      while (!this.#closed && this.size > 0) {
+      while (this.size > 0) {
         const item = this.#items[this.#head]!;
         this.#items[this.#head++] = undefined;
         if (item.kind === "message") {

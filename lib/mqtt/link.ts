@@ -22,6 +22,12 @@ import { LogBudget } from "../util/log_budget.ts";
 /** A message from a subscribed topic. */
 export type MessageHandler = (topic: string, payload: string) => void;
 
+/**
+ * Lost QoS 1 messages after which the link connects again: half of
+ * mosquitto's default in-flight slots (`max_inflight_messages` 20).
+ */
+const LOST_IDS_RECONNECT = 10;
+
 /** Backoff between reconnect attempts: doubles from 0.5 s, capped at 30 s, reset after a connect. */
 export const RECONNECT_MIN_MS = 500;
 export const RECONNECT_MAX_MS = 30_000;
@@ -57,6 +63,8 @@ export type MqttConnectOptions = mqtt.IClientOptions & {
     readonly onMessage?: (message: InboundMessage) => void;
     /** With `onMessage`: each message shed under overload (inbox.ts). */
     readonly onShed?: (message: OversizedMessage) => void;
+    /** With `onMessage`: QoS 1 messages the broker numbered and never sent (lost_ids.ts). */
+    readonly onLostIds?: (count: number) => void;
   };
 };
 
@@ -90,6 +98,7 @@ export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
       onOversized: guard?.onOversized ?? (() => {}),
       ...(guard?.onMessage ? { onMessage: guard.onMessage } : {}),
       ...(guard?.onShed ? { onShed: guard.onShed } : {}),
+      ...(guard?.onLostIds ? { onLostIds: guard.onLostIds } : {}),
     });
   const client = new MqttClient(open as never, {
     ...rest,
@@ -183,6 +192,8 @@ export class MqttLink implements AsyncDisposable {
   readonly #publisher: mqtt.MqttClient;
   readonly #options: MqttLinkOptions;
   readonly #decoder = new TextDecoder();
+  /** QoS 1 messages the broker dropped on this connection (lost_ids.ts). */
+  #lostIds = 0;
   /** Messages shed under overload are logged at most 20 per 10 s. */
   readonly #shedLines = new LogBudget(20, 10_000);
   #jwtWaiters = new Set<(token: string) => void>();
@@ -213,6 +224,7 @@ export class MqttLink implements AsyncDisposable {
         onOversized: (message) => this.#onOversized(message),
         onMessage: (message) => this.#onMessage(message.topic, message.payload),
         onShed: (message) => this.#onShed(message),
+        onLostIds: (count) => this.#onLostIds(count),
       },
       ...(options.health
         ? {
@@ -272,6 +284,7 @@ export class MqttLink implements AsyncDisposable {
 
   async #onConnect(): Promise<void> {
     const { log, config } = this.#options;
+    this.#lostIds = 0;
     noDelay(this.#client);
     this.#client.options.reconnectPeriod = RECONNECT_MIN_MS;
     const topics: string[] = [];
@@ -332,6 +345,31 @@ export class MqttLink implements AsyncDisposable {
         limit: this.#options.config.mqtt.maxPayloadBytes,
       },
     );
+  }
+
+  /**
+   * The broker dropped QoS 1 messages for this connection after numbering
+   * them (its queue for the client was full): said in the log, and past
+   * half of mosquitto's in-flight slots, which such messages keep taken, the
+   * connection is made again, since with none left no request would come.
+   */
+  #onLostIds(count: number): void {
+    this.#lostIds += count;
+    const reconnect = this.#lostIds >= LOST_IDS_RECONNECT;
+    this.#options.log.warn(
+      "the broker dropped {count} QoS 1 message(s) for this client ({total} on this connection): its queue for the client was full (mosquitto's max_queued_messages; see Hostile input in the README){action}",
+      {
+        count,
+        total: this.#lostIds,
+        action: reconnect
+          ? "; reconnecting, as the broker holds an in-flight slot for each of them"
+          : "",
+      },
+    );
+    if (reconnect) {
+      this.#lostIds = 0;
+      this.#client.stream?.destroy();
+    }
   }
 
   #onShed(message: OversizedMessage): void {

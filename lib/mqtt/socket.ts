@@ -15,6 +15,7 @@
 import { Buffer } from "node:buffer";
 import { Duplex } from "node:stream";
 import { Inbox, type InboxItem } from "./inbox.ts";
+import { LostIds } from "./lost_ids.ts";
 import {
   type InboundMessage,
   type OversizedMessage,
@@ -53,6 +54,12 @@ export interface BrokerStreamOptions {
    * {@linkcode Inbox}; a QoS 1 one is acknowledged here).
    */
   readonly onShed?: (message: OversizedMessage) => void;
+  /**
+   * With `onMessage`: told when the packet ids of the QoS 1 messages that
+   * arrive skip some, that is, when the broker numbered messages for this
+   * connection and dropped them (see lost_ids.ts): how many.
+   */
+  readonly onLostIds?: (count: number) => void;
 }
 
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
@@ -115,16 +122,32 @@ export function brokerStream(
       onError: (error) => stream.destroy(withCode(error)),
     })
     : undefined;
+  const ids = new LostIds();
+  /** Follows the ids of QoS 1 messages as they arrive (before any waits in the inbox). */
+  const arrived = (message: { qos: number; packetId: number }) => {
+    if (message.qos !== 1 || !options.onLostIds) return;
+    const lost = ids.next(message.packetId);
+    if (lost > 0) options.onLostIds(lost);
+  };
   const filter = new PublishSizeFilter(options.maxPayloadBytes, {
     onOversized: (message) => {
       if (inbox) {
         inbox.putOversized(message);
+        arrived(message);
         return;
       }
       acknowledge(message);
       options.onOversized(message);
     },
-    ...(inbox ? { take: (message: InboundMessage) => inbox.put(message) } : {}),
+    ...(inbox
+      ? {
+        take: (message: InboundMessage) => {
+          // Queued first: a report of lost ids may close the connection.
+          inbox.put(message);
+          arrived(message);
+        },
+      }
+      : {}),
   });
   const stream = new Duplex({
     // The broker's EOF ends our side too (then "close"), as a net.Socket does.
