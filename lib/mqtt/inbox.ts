@@ -60,7 +60,10 @@ export interface InboxOptions {
   readonly shedOverBytes?: number;
 }
 
-/** Handling yields for this long at most before reads get a turn (measured: docs/hostile-mqtt.md). */
+/**
+ * Handling runs this long at most before reads get a turn (a prototype with
+ * 2 ms and a 64 KiB read buffer still fell behind the flood's broker).
+ */
 const SLICE_MS = 0.5;
 
 /**

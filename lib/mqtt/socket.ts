@@ -83,10 +83,10 @@ function withCode(error: unknown): Error {
  * PUBACKs in the same queue, so no write cuts into another), reads come
  * from one fixed buffer through the size filter, with backpressure (no read
  * while the client has not taken the last chunk, or while the inbox is
- * full). The broker's EOF ends the
- * stream and `destroy()` closes the connection, even one still opening or a
- * reader held by backpressure; either way "close" comes exactly once. The
- * stream exists at once; writes wait for the connection.
+ * full). The broker's EOF ends the stream and `destroy()` closes the
+ * connection, even one still opening or a reader held by backpressure;
+ * either way "close" comes exactly once (what the inbox holds is still
+ * handled). The stream exists at once; writes wait for the connection.
  */
 export function brokerStream(
   options: BrokerStreamOptions,
