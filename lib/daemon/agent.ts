@@ -32,7 +32,7 @@ import { type SessionBuilder, sessionBuilder } from "../session/serve.ts";
 import type { Clock, Tunnel, TunnelSummary } from "../session/tunnel.ts";
 import { type Logger, logger, shortKey } from "../util/log.ts";
 import { errorMessage } from "../util/errors.ts";
-import { LogBudget } from "../util/log_budget.ts";
+import { leftOut, LogBudget } from "../util/log_budget.ts";
 
 /** How many recently seen connection keys are remembered to drop re-deliveries. */
 const RECENT_KEYS = 1024;
@@ -193,9 +193,7 @@ export class Agent extends EventTarget implements AsyncDisposable {
           this.#log.warn("ignored message: {reason}: {payload}{more}", {
             reason: outcome.reason,
             payload: shorten(payload, 120),
-            more: budget.suppressed > 0
-              ? ` (and ${budget.suppressed} more ignored messages not logged)`
-              : "",
+            more: leftOut(budget, "ignored messages"),
           });
         }
         return;

@@ -7,7 +7,7 @@
  */
 import type { Logger } from "../util/log.ts";
 import { errorMessage } from "../util/errors.ts";
-import { LogBudget } from "../util/log_budget.ts";
+import { leftOut, LogBudget } from "../util/log_budget.ts";
 import type { Topics } from "../mqtt/topics.ts";
 import {
   parseConnectLine,
@@ -64,9 +64,7 @@ export class HandoffServer {
         "dropped a malformed connect handoff: {payload}{more}",
         {
           payload: shorten(payload, 120),
-          more: budget.suppressed > 0
-            ? ` (and ${budget.suppressed} more not logged)`
-            : "",
+          more: leftOut(budget),
         },
       );
       return;

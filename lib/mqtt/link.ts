@@ -14,10 +14,10 @@ import { deadline, settlesWithin } from "../util/deadline.ts";
 import { brokerName, brokerOptions } from "./broker.ts";
 import { jwtExpiry, parseJwtAnswer } from "./jwt.ts";
 import { type Topics, topicsFor } from "./topics.ts";
-import type { InboundMessage, OversizedMessage } from "./size_guard.ts";
+import type { OversizedMessage } from "./size_guard.ts";
 import { SHED_OVER_BYTES } from "./inbox.ts";
-import { brokerStream } from "./socket.ts";
-import { LogBudget } from "../util/log_budget.ts";
+import { brokerStream, type BrokerStreamOptions } from "./socket.ts";
+import { leftOut, LogBudget } from "../util/log_budget.ts";
 
 /** A message from a subscribed topic. */
 export type MessageHandler = (topic: string, payload: string) => void;
@@ -51,21 +51,11 @@ export type MqttConnectOptions = mqtt.IClientOptions & {
   /**
    * Keep PUBLISH packets whose payload is over `maxPayloadBytes` out of the
    * client: skipped on the socket as they arrive, before MQTT.js would
-   * buffer them whole (size_guard.ts), and reported to `onOversized`.
+   * buffer them whole (size_guard.ts), and reported to `onOversized`; with
+   * `onMessage`, take the others through the inbox instead of MQTT.js's
+   * "message" event (socket.ts has what each option does).
    */
-  readonly guard?: {
-    readonly maxPayloadBytes: number;
-    readonly onOversized: (message: OversizedMessage) => void;
-    /**
-     * Take every other QoS 0/1 message here, straight from the socket's
-     * read buffer, instead of MQTT.js's "message" event (socket.ts).
-     */
-    readonly onMessage?: (message: InboundMessage) => void;
-    /** With `onMessage`: each message shed under overload (inbox.ts). */
-    readonly onShed?: (message: OversizedMessage) => void;
-    /** With `onMessage`: QoS 1 messages the broker numbered and never sent (lost_ids.ts). */
-    readonly onLostIds?: (count: number) => void;
-  };
+  readonly guard?: Omit<BrokerStreamOptions, "open">;
 };
 
 /**
@@ -94,11 +84,9 @@ export function connectMqtt(options: MqttConnectOptions): mqtt.MqttClient {
   const open = () =>
     brokerStream({
       open: connect,
-      maxPayloadBytes: guard?.maxPayloadBytes ?? Infinity,
-      onOversized: guard?.onOversized ?? (() => {}),
-      ...(guard?.onMessage ? { onMessage: guard.onMessage } : {}),
-      ...(guard?.onShed ? { onShed: guard.onShed } : {}),
-      ...(guard?.onLostIds ? { onLostIds: guard.onLostIds } : {}),
+      maxPayloadBytes: Infinity,
+      onOversized: () => {},
+      ...guard,
     });
   const client = new MqttClient(open as never, {
     ...rest,
@@ -381,9 +369,7 @@ export class MqttLink implements AsyncDisposable {
         bytes: message.bytes,
         topic: message.topic,
         limit: SHED_OVER_BYTES,
-        more: budget.suppressed > 0
-          ? ` (and ${budget.suppressed} more dropped so, not logged)`
-          : "",
+        more: leftOut(budget, "shed messages"),
       },
     );
   }

@@ -48,3 +48,14 @@ export class LogBudget {
     return { log: true, suppressed };
   }
 }
+
+/**
+ * The note a logged line carries for the lines its budget left out before
+ * it (`" (and 3 more ignored messages not logged)"`), or "" when none were.
+ */
+export function leftOut(decision: { suppressed: number }, what = ""): string {
+  if (decision.suppressed === 0) return "";
+  return ` (and ${decision.suppressed} more ${what}${
+    what ? " " : ""
+  }not logged)`;
+}
